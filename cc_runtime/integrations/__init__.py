@@ -1,0 +1,1 @@
+"""Entry points that upstream projects call into (SGLang's plugin group)."""
