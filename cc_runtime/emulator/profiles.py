@@ -1,0 +1,228 @@
+"""CC cost profiles: what the emulator charges, each number with its source.
+
+A profile describes what Confidential Computing adds to a GPU's host interface. Sources are the
+brief's facts file (``cc-facts.md``): the ISPASS'25 artifact (H100 + Intel TDX, cuda-samples
+bandwidthTest and nsys), arXiv 2606.23969 "The Serialized Bridge" (B300, Phala), TensorRT PR 4740
+(event timings), NVIDIA R580 CC release notes (host registration). "guess" marks what nobody measured.
+
+Built-ins: ``h100``, ``b300`` (CC on) and ``off`` (CC-off costs, used by the simulated device when no
+CC profile is given). User profiles are JSON files::
+
+    {"name": "my-h200", "base": "h100", "h2d_bandwidth_Bps": 4.9e9, "d2h_bandwidth_Bps": 4.9e9}
+
+``base`` (default ``h100``) supplies every field the file leaves out; unknown keys are an error.
+Stdlib only: imported by the emulation patch module in every process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DIRECTIONS = ("h2d", "d2h", "d2d")
+
+
+class ProfileError(ValueError):
+    """A profile name, file or field that cannot be used; the message says what would work."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One set of CC costs. Times in seconds, bandwidths in bytes per second.
+
+    Copy model (host<->device, under CC): the issuing thread first waits for all earlier work on the
+    stream, then pays ``fixed + nbytes / bandwidth`` of CPU time (the CPU's AES-GCM work into the
+    bounce buffer and the encrypted submission). The emulator adds that on top of the real CC-off
+    copy, which on an H100 is <= 2 us + nbytes/43 GB/s, i.e. within ~7% of the model at every size.
+    """
+
+    name: str
+    #: True for a CC-on profile (copies host-synchronous, events corrupted); False for ``off``.
+    cc: bool = True
+    #: Extra fixed CPU cost per H2D copy. h100: +20 us (ISPASS fit t0: 40 us CC vs 1.9 us off; the
+    #: facts table rounds the extra to +20 us, which is what we use).
+    h2d_fixed_s: float = 20e-6
+    #: Extra fixed CPU cost per D2H copy. h100: +20 us (ISPASS fit t0: 19.7 us CC vs 1.9 us off).
+    d2h_fixed_s: float = 20e-6
+    #: H2D bandwidth under CC. h100: 3.0 GB/s (ISPASS: 3.03 GB/s pinned at 64 MiB, fit 3.04 GB/s).
+    h2d_bandwidth_Bps: float = 3.0e9
+    #: D2H bandwidth under CC. h100: 2.9 GB/s (ISPASS: 2.98 GB/s at 16 MiB, fit 2.96 GB/s).
+    d2h_bandwidth_Bps: float = 2.9e9
+    #: Extra CPU cost per eager kernel launch. h100: +5 us (ISPASS nsys cudaLaunchKernel 4.9 -> 9.9 us).
+    launch_extra_s: float = 5e-6
+    #: Extra cost per CUDA graph replay, paid once, 0 per node (guess; Phala: long graph 1.0012x).
+    graph_replay_extra_s: float = 5e-6
+    #: Extra cost per small device-to-device copy. h100: +5 us (ISPASS: 2.5 -> 7.7 us).
+    d2d_extra_s: float = 5e-6
+    #: Slow-down of compute-bound kernels (Phala B300 matmul 0.998x -> 1/0.998). Simulated device only.
+    compute_scale: float = 1.0
+    #: Slow-down of memory-bound kernels (Phala B300 1 GiB memory-bound 0.912x). Simulated device only.
+    memory_bound_scale: float = 1.0
+    #: Event timing corruption (TensorRT PR 4740, FlashInfer PRs 3638/3870: unreliable, sometimes
+    #: negative). No published distribution: every ``event_*`` number is a guess.
+    #: Probability that one elapsed_time reading is corrupted at all.
+    event_corrupt_prob: float = 0.3
+    #: Relative error (standard deviation, as a fraction of the true value) of a corrupted reading.
+    event_rel_sigma: float = 0.5
+    #: Absolute error (standard deviation, ms) added to a corrupted reading.
+    event_abs_sigma_ms: float = 0.02
+    #: Probability that a corrupted reading comes back negative.
+    event_negative_prob: float = 0.2
+    #: cudaHostRegister / cuMemHostRegister fail with error 801 (R580 CC notes via vLLM issue 55428).
+    host_register_fails: bool = True
+    description: str = ""
+    #: Where each number came from (field name -> source), for reports.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name.endswith(("_s", "_ms")) and not (isinstance(v, (int, float)) and v >= 0):
+                raise ProfileError(f"profile {self.name!r}: {f.name} must be a number >= 0, got {v!r}")
+            if f.name.endswith("_Bps") and not (isinstance(v, (int, float)) and v > 0):
+                raise ProfileError(f"profile {self.name!r}: {f.name} must be a number > 0, got {v!r}")
+            if f.name.endswith("_prob") and not (isinstance(v, (int, float)) and 0 <= v <= 1):
+                raise ProfileError(f"profile {self.name!r}: {f.name} must be in [0, 1], got {v!r}")
+            if f.name.endswith(("_scale", "_sigma")) and not (isinstance(v, (int, float)) and v >= 0):
+                raise ProfileError(f"profile {self.name!r}: {f.name} must be a number >= 0, got {v!r}")
+
+    @property
+    def label(self) -> str:
+        """``emulated:<name>`` for CC profiles, ``off`` for the CC-off profile (the JSON ``cc`` field)."""
+        return f"emulated:{self.name}" if self.cc else "off"
+
+    def copy_cost_s(self, nbytes: int, direction: str) -> float:
+        """Seconds one copy of ``nbytes`` costs: ``fixed + nbytes / bandwidth`` (d2d: the fixed extra)."""
+        if nbytes < 0:
+            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        if direction == "h2d":
+            return self.h2d_fixed_s + nbytes / self.h2d_bandwidth_Bps
+        if direction == "d2h":
+            return self.d2h_fixed_s + nbytes / self.d2h_bandwidth_Bps
+        if direction == "d2d":
+            return self.d2d_extra_s
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["sources"] = dict(self.sources)
+        return d
+
+
+_ISPASS = "ISPASS'25 artifact (Elio-yang/hcc-ispass25-artifact), H100 + Intel TDX"
+_PHALA = "arXiv 2606.23969 'The Serialized Bridge' (B300, Phala)"
+_EVENT_GUESS = "guess: no published distribution (TensorRT PR 4740: unreliable, negative values seen)"
+
+#: CC-off costs of an H100 host link (ISPASS CC-off fit: t0 1.9 us, 43 GB/s; small D2D 2.5 us).
+OFF = Profile(
+    name="off", cc=False, h2d_fixed_s=1.9e-6, d2h_fixed_s=1.9e-6, h2d_bandwidth_Bps=43e9,
+    d2h_bandwidth_Bps=39e9, launch_extra_s=0.0, graph_replay_extra_s=0.0, d2d_extra_s=2.5e-6,
+    event_corrupt_prob=0.0, event_negative_prob=0.0, host_register_fails=False,
+    description="CC off: H100 PCIe costs without CC (simulated device baseline)",
+    sources={"h2d_fixed_s": f"{_ISPASS}: CC-off fit t0 1.9 us", "h2d_bandwidth_Bps": f"{_ISPASS}: 43.0 GB/s",
+             "d2h_bandwidth_Bps": f"{_ISPASS}: ~39 GB/s at 16 MiB", "d2d_extra_s": f"{_ISPASS}: 2.5 us"},
+)
+
+H100 = Profile(
+    name="h100",
+    description="H100 + Intel TDX, CC on (ISPASS'25 measurements)",
+    sources={
+        "h2d_fixed_s": f"{_ISPASS}: fit t0 40 us vs 1.9 us off; facts table: +20 us extra",
+        "d2h_fixed_s": f"{_ISPASS}: fit t0 19.7 us vs 1.9 us off; facts table: +20 us extra",
+        "h2d_bandwidth_Bps": f"{_ISPASS}: 3.03 GB/s pinned at 64 MiB, fit 3.04 GB/s",
+        "d2h_bandwidth_Bps": f"{_ISPASS}: 2.98 GB/s at 16 MiB, fit 2.96 GB/s",
+        "launch_extra_s": f"{_ISPASS}: nsys cudaLaunchKernel median 4.9 -> 9.9 us",
+        "graph_replay_extra_s": f"guess; {_PHALA}: long graph 1.0012x",
+        "d2d_extra_s": f"{_ISPASS}: small D2D 2.5 -> 7.7 us",
+        "event_*": _EVENT_GUESS,
+        "host_register_fails": "NVIDIA R580 CC release notes via vLLM issue 55428 (error 801)",
+    },
+)
+
+# B300: only ratios were published (H2D 0.203x, D2H 0.211x of CC-off). The CC-off base bandwidth is
+# a guess (55 GB/s, a PCIe Gen6 x16 link): replace it with a measurement through a JSON profile.
+_B300_OFF_BW_GUESS = 55e9
+B300 = Profile(
+    name="b300",
+    h2d_bandwidth_Bps=0.203 * _B300_OFF_BW_GUESS,
+    d2h_bandwidth_Bps=0.211 * _B300_OFF_BW_GUESS,
+    compute_scale=1 / 0.998,
+    memory_bound_scale=1 / 0.912,
+    description="B300, CC on (Phala ratios; absolute CC-off bandwidth guessed at 55 GB/s)",
+    sources={
+        "h2d_fixed_s": f"guess (+20 us); {_PHALA}: ~330 us per small allocate-and-copy crossing",
+        "d2h_fixed_s": "guess (+20 us)",
+        "h2d_bandwidth_Bps": f"{_PHALA}: 0.203x of CC-off; CC-off 55 GB/s is a guess",
+        "d2h_bandwidth_Bps": f"{_PHALA}: 0.211x of CC-off; CC-off 55 GB/s is a guess",
+        "launch_extra_s": "guess (+5 us, as H100)",
+        "graph_replay_extra_s": f"guess; {_PHALA}: long graph 1.0012x",
+        "d2d_extra_s": "unknown; H100 value used",
+        "compute_scale": f"{_PHALA}: matmul 0.998x",
+        "memory_bound_scale": f"{_PHALA}: 1 GiB memory-bound test 0.912x",
+        "event_*": _EVENT_GUESS,
+        "host_register_fails": "NVIDIA R580 CC release notes (error 801)",
+    },
+)
+
+BUILTIN: dict[str, Profile] = {p.name: p for p in (H100, B300, OFF)}
+_FIELDS = {f.name for f in dataclasses.fields(Profile)}
+
+
+def profile_names() -> list[str]:
+    return sorted(BUILTIN)
+
+
+def load_profile(spec: str | os.PathLike[str] | Profile | None) -> Profile:
+    """A built-in profile by name (``h100``, ``b300``, ``off``; case-insensitive), a JSON file path,
+    or a Profile (returned as is). ``None`` means ``off``. Raises ProfileError naming what is valid."""
+    if spec is None:
+        return OFF
+    if isinstance(spec, Profile):
+        return spec
+    text = os.fspath(spec).strip()
+    if text.lower() in BUILTIN:
+        return BUILTIN[text.lower()]
+    if text.lower().endswith(".json") or os.path.sep in text or os.path.exists(text):
+        return _load_json(text)
+    raise ProfileError(f"unknown CC emulator profile {text!r}; valid: {', '.join(profile_names())}, "
+                       "or a path to a JSON profile file")
+
+
+def _load_json(path: str) -> Profile:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ProfileError(f"CC emulator profile file {path!r} does not exist; built-in profiles: "
+                           f"{', '.join(profile_names())}") from None
+    except (OSError, ValueError) as exc:
+        raise ProfileError(f"CC emulator profile file {path!r} is not readable JSON: {exc}") from None
+    return profile_from_dict(data, origin=path)
+
+
+def profile_from_dict(data: Any, origin: str = "<dict>") -> Profile:
+    if not isinstance(data, dict):
+        raise ProfileError(f"{origin}: a profile must be a JSON object, got {type(data).__name__}")
+    data = dict(data)
+    base_name = str(data.pop("base", "h100")).lower()
+    if base_name not in BUILTIN:
+        raise ProfileError(f"{origin}: base {base_name!r} is not a built-in profile; valid: "
+                           f"{', '.join(profile_names())}")
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        valid = sorted(_FIELDS - {"sources"}) + ["base"]
+        raise ProfileError(f"{origin}: unknown profile field(s) {unknown}; valid fields: {', '.join(valid)}")
+    data.setdefault("name", os.path.splitext(os.path.basename(origin))[0] if origin != "<dict>" else "custom")
+    sources = dict(BUILTIN[base_name].sources)
+    for key in data:
+        if key not in ("name", "description", "sources"):
+            sources[key] = f"user profile {origin}"
+    sources.update(data.pop("sources", {}) or {})
+    try:
+        return dataclasses.replace(BUILTIN[base_name], sources=sources, **data)
+    except TypeError as exc:
+        raise ProfileError(f"{origin}: {exc}") from None

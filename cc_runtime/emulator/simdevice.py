@@ -1,0 +1,388 @@
+"""A simulated GPU for CPU-only machines: real background threads, CUDA-like streams, CC costs.
+
+It offers the part of ``torch.cuda`` that readback workers and scheduler loops use, so CPU CI can
+exercise real overlap behaviour with real threads. Every number it produces is *simulated*.
+
+- **Streams** (``Stream()``, ``current_stream()``, ``stream(s)`` context manager) each own one
+  background thread that runs submitted work strictly in submission order.
+- **Kernels**: ``launch(fn, duration_s)`` queues ``fn`` on a stream; the stream thread spends
+  ``duration_s`` (scaled by the profile's compute/memory-bound factor) and then calls ``fn()``. Under
+  a CC profile the *caller* first pays ``profile.launch_extra_s``.
+- **Device memory** is ordinary CPU tensors that this device has registered as resident (a registry
+  of weak references by ``id``: no wrapper class, so torch ops work on them unchanged inside launched
+  work). ``empty``/``zeros``/``to_device`` create them, ``is_device(t)`` tells them apart.
+- **Copies** ``copy_(dst, src, stream, non_blocking)``: with a CC profile a host<->device copy is
+  host-synchronous as under real CC: the calling thread waits for everything already queued on the
+  stream, then pays ``OFF.copy_cost_s + profile.copy_cost_s`` (the CC-off copy plus the profile's
+  extra, the same model the GPU emulator follows) and copies. CC off: a ``non_blocking`` copy is
+  queued on the stream and returns at once; a blocking one is queued and waited for.
+- **Errors**: an exception raised by queued work is re-raised (as ``SimDeviceError`` from the original)
+  by the next ``synchronize()`` of that stream or of the device, or ``synchronize()`` of an event
+  recorded after it; later work on that stream is skipped until then (CUDA's sticky error), never hung.
+- **Events** (``Event(enable_timing)``): ``record``, ``query``, ``synchronize``, ``wait``,
+  ``elapsed_time`` (corrupted per the profile under CC, seeded).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from .clock import wait_s
+from .events import EventCorruption
+from .profiles import OFF, Profile, load_profile
+
+log = logging.getLogger("cc_runtime.emulator")
+
+__all__ = ["SimDevice", "SimDeviceError", "SimEvent", "SimStream"]
+
+
+class SimDeviceError(RuntimeError):
+    """Work queued on a simulated stream failed; ``__cause__`` is the original exception."""
+
+
+class _Item:
+    __slots__ = ("fn", "duration_s", "label", "seq")
+
+    def __init__(self, fn: Callable[[], Any] | None, duration_s: float, label: str, seq: int) -> None:
+        self.fn, self.duration_s, self.label, self.seq = fn, duration_s, label, seq
+
+
+class SimStream:
+    """An in-order queue executed by one background thread (like a CUDA stream)."""
+
+    def __init__(self, device: SimDevice, name: str, priority: int = 0) -> None:
+        self.device = device
+        self.name = name
+        self.priority = priority
+        self._cond = threading.Condition()
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._submitted = 0
+        self._completed = 0
+        self._error: tuple[BaseException, str, int] | None = None  # (exception, label, seq)
+        self._skipped = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"{device.name}/{name}", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"<SimStream {self.device.name}/{self.name} queued={self._submitted - self._completed}>"
+
+    # -- submission ----------------------------------------------------------------------------
+    def _submit(self, fn: Callable[[], Any] | None, duration_s: float = 0.0, label: str = "work") -> int:
+        with self._cond:
+            if self._closed:
+                raise SimDeviceError(f"{self.device.name}: stream {self.name} is shut down")
+            self._submitted += 1
+            self._queue.append(_Item(fn, max(0.0, duration_s), label, self._submitted))
+            self._cond.notify_all()
+            return self._submitted
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                item = self._queue.popleft()
+                failed = self._error is not None
+            if failed:
+                self._skipped += 1
+            else:
+                try:
+                    wait_s(item.duration_s)
+                    if item.fn is not None:
+                        item.fn()
+                except BaseException as exc:  # noqa: BLE001 - handed to the next synchronize()
+                    with self._cond:
+                        self._error = (exc, item.label, item.seq)
+            with self._cond:
+                self._completed = item.seq
+                self._cond.notify_all()
+
+    # -- completion ----------------------------------------------------------------------------
+    def _wait_for(self, seq: int, timeout: float | None = None) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._completed >= seq, timeout):
+                raise TimeoutError(f"{self.device.name}: stream {self.name} did not reach work #{seq} "
+                                   f"within {timeout} s")
+
+    def _raise_error(self, upto_seq: int | None = None) -> None:
+        with self._cond:
+            err = self._error
+            if err is None or (upto_seq is not None and err[2] > upto_seq):
+                return
+            self._error = None
+            skipped, self._skipped = self._skipped, 0
+        exc, label, seq = err
+        raise SimDeviceError(f"{self.device.name}: {label!r} (#{seq}) on stream {self.name} failed: "
+                             f"{type(exc).__name__}: {exc}; {skipped} later item(s) skipped") from exc
+
+    def synchronize(self, timeout: float | None = None) -> None:
+        """Wait for everything queued so far; re-raise a failure of queued work."""
+        with self._cond:
+            target = self._submitted
+        self._wait_for(target, timeout)
+        self._raise_error()
+
+    def query(self) -> bool:
+        with self._cond:
+            return self._completed >= self._submitted
+
+    def wait_event(self, event: SimEvent) -> None:
+        """Later work on this stream starts only after ``event`` has completed (host is not blocked)."""
+        rec = event._recorded
+        if rec is None or rec[0] is self:
+            return  # an unrecorded event counts as complete; same-stream order is already given
+        other, seq = rec
+        self._submit(lambda: other._wait_for(seq), 0.0, f"wait for event on {other.name}")
+
+    def wait_stream(self, other: SimStream) -> None:
+        ev = self.device.Event()
+        ev.record(other)
+        self.wait_event(ev)
+
+    def record_event(self, event: SimEvent | None = None) -> SimEvent:
+        event = event or self.device.Event()
+        event.record(self)
+        return event
+
+    def _close(self, timeout: float) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+
+class SimEvent:
+    """A marker in a stream (like ``torch.cuda.Event``)."""
+
+    def __init__(self, device: SimDevice, enable_timing: bool = False, blocking: bool = False,
+                 interprocess: bool = False) -> None:
+        self.device = device
+        self.enable_timing = enable_timing
+        self._recorded: tuple[SimStream, int] | None = None
+        self._time: float | None = None
+
+    def record(self, stream: SimStream | None = None) -> None:
+        stream = stream or self.device.current_stream()
+        slot: list[float] = []
+
+        def mark() -> None:
+            slot.append(time.perf_counter())
+            self._time = slot[0]
+
+        self._time = None
+        self._recorded = (stream, stream._submit(mark, 0.0, "event record"))
+
+    def query(self) -> bool:
+        if self._recorded is None:
+            return True
+        stream, seq = self._recorded
+        return stream._completed >= seq
+
+    def synchronize(self, timeout: float | None = None) -> None:
+        if self._recorded is None:
+            return
+        stream, seq = self._recorded
+        stream._wait_for(seq, timeout)
+        stream._raise_error(upto_seq=seq)
+
+    def wait(self, stream: SimStream | None = None) -> None:
+        (stream or self.device.current_stream()).wait_event(self)
+
+    def elapsed_time(self, end_event: SimEvent) -> float:
+        """Milliseconds between two completed timing events; corrupted under a CC profile."""
+        if not (self.enable_timing and end_event.enable_timing):
+            raise RuntimeError("Both events must be created with enable_timing=True")
+        if self._time is None or end_event._time is None:
+            raise RuntimeError("Both events must be recorded and completed before elapsed_time")
+        return self.device.event_corruption.corrupt((end_event._time - self._time) * 1e3)
+
+
+class SimDevice:
+    """A simulated GPU. ``profile`` None (or ``"off"``) means CC off; any CC profile turns CC on."""
+
+    simulated = True
+    label_kind = "simulated"
+
+    def __init__(self, profile: Profile | str | None = None, name: str = "sim:0", seed: int = 0) -> None:
+        self.profile: Profile = load_profile(profile)
+        self.cc = self.profile.cc
+        self.name = name
+        self.event_corruption = EventCorruption(self.profile, seed)
+        self._lock = threading.Lock()
+        self._resident: dict[int, weakref.ref[Any]] = {}
+        self._local = threading.local()
+        self._streams: list[SimStream] = []
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._shut = False
+        self.default_stream = self.Stream(name="default")
+
+    def __repr__(self) -> str:
+        return f"<SimDevice {self.name} cc={self.profile.label} (simulated)>"
+
+    def __enter__(self) -> SimDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # -- torch.cuda-like surface ---------------------------------------------------------------
+    def Stream(self, priority: int = 0, name: str | None = None) -> SimStream:  # noqa: N802 - torch's name
+        with self._lock:
+            s = SimStream(self, name or f"stream{len(self._streams)}", priority)
+            self._streams.append(s)
+        return s
+
+    def Event(self, enable_timing: bool = False, blocking: bool = False,  # noqa: N802 - torch's name
+              interprocess: bool = False) -> SimEvent:
+        return SimEvent(self, enable_timing, blocking, interprocess)
+
+    def current_stream(self) -> SimStream:
+        return getattr(self._local, "stream", None) or self.default_stream
+
+    def set_stream(self, stream: SimStream) -> None:
+        self._local.stream = stream
+
+    @contextlib.contextmanager
+    def stream(self, stream: SimStream | None) -> Iterator[SimStream | None]:
+        """Like ``torch.cuda.stream(s)``: work issued by this thread goes to ``stream`` inside."""
+        if stream is None:
+            yield None
+            return
+        prev = getattr(self._local, "stream", None)
+        self._local.stream = stream
+        try:
+            yield stream
+        finally:
+            self._local.stream = prev
+
+    def synchronize(self, timeout: float | None = None) -> None:
+        """Wait for every stream; the first failure found is raised (after all were waited for)."""
+        streams = list(self._streams)
+        first: BaseException | None = None
+        for s in streams:
+            try:
+                s.synchronize(timeout)
+            except SimDeviceError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def current_device(self) -> int:
+        return 0
+
+    def device_count(self) -> int:
+        return 1
+
+    def get_device_name(self, device: int | None = None) -> str:
+        return f"{self.name} (simulated, CC {self.profile.label})"
+
+    def is_available(self) -> bool:
+        return not self._shut
+
+    # -- work ----------------------------------------------------------------------------------
+    def launch(self, fn: Callable[[], Any] | None, duration_s: float = 0.0, stream: SimStream | None = None,
+               *, kind: str = "compute", label: str = "kernel") -> None:
+        """Queue a "kernel": the stream thread spends ``duration_s`` then calls ``fn()``.
+
+        ``kind`` ``compute`` or ``memory`` picks the profile's slow-down. The caller pays the profile's
+        extra launch cost (CC) before the work is queued, as with an encrypted pushbuffer.
+        """
+        scale = self.profile.memory_bound_scale if kind == "memory" else self.profile.compute_scale
+        stream = stream or self.current_stream()
+        wait_s(self.profile.launch_extra_s)
+        stream._submit(fn, duration_s * scale, label)
+        self.stats["launches"] += 1
+
+    def copy_(self, dst: Any, src: Any, stream: SimStream | None = None, non_blocking: bool = False) -> Any:
+        """``dst.copy_(src)`` between host tensors and device-resident ones, with CC semantics."""
+        stream = stream or self.current_stream()
+        direction = self.direction(dst, src)
+        nbytes = int(src.numel() * src.element_size())
+        self.stats[f"copies_{direction}"] += 1
+        self.stats[f"bytes_{direction}"] += nbytes
+        if direction == "h2h":
+            dst.copy_(src)
+            return dst
+        if direction == "d2d":
+            cost = OFF.copy_cost_s(nbytes, "d2d") + (self.profile.d2d_extra_s if self.cc else 0.0)
+            stream._submit(lambda: dst.copy_(src), cost, "d2d copy")
+            if not non_blocking:
+                stream.synchronize()
+            return dst
+        if self.cc:
+            # Real CC: the bounce-buffer copy blocks the issuing thread until the stream's earlier
+            # work and the copy itself are done; non_blocking changes nothing.
+            stream.synchronize()
+            wait_s(OFF.copy_cost_s(nbytes, direction) + self.profile.copy_cost_s(nbytes, direction))
+            dst.copy_(src)
+            return dst
+        stream._submit(lambda: dst.copy_(src), OFF.copy_cost_s(nbytes, direction), f"{direction} copy")
+        if not non_blocking:
+            stream.synchronize()
+        return dst
+
+    def direction(self, dst: Any, src: Any) -> str:
+        return ("d" if self.is_device(src) else "h") + "2" + ("d" if self.is_device(dst) else "h")
+
+    # -- device memory -------------------------------------------------------------------------
+    def mark_device(self, tensor: Any) -> Any:
+        """Register an existing CPU tensor as device-resident (no copy, no cost) and return it."""
+        key = id(tensor)
+
+        def forget(_ref: Any, key: int = key) -> None:
+            with self._lock:
+                if self._resident.get(key) is _ref:
+                    del self._resident[key]
+
+        with self._lock:
+            self._resident[key] = weakref.ref(tensor, forget)
+        return tensor
+
+    def is_device(self, tensor: Any) -> bool:
+        ref = self._resident.get(id(tensor))
+        return ref is not None and ref() is tensor
+
+    def empty(self, shape: Sequence[int] | int, dtype: Any = None) -> Any:
+        import torch
+
+        return self.mark_device(torch.empty(shape, dtype=dtype))
+
+    def zeros(self, shape: Sequence[int] | int, dtype: Any = None) -> Any:
+        import torch
+
+        return self.mark_device(torch.zeros(shape, dtype=dtype))
+
+    def to_device(self, tensor: Any, stream: SimStream | None = None, non_blocking: bool = False) -> Any:
+        """A new device-resident copy of a host tensor (an H2D copy with its costs)."""
+        import torch
+
+        dst = self.mark_device(torch.empty_like(tensor))
+        return self.copy_(dst, tensor, stream, non_blocking)
+
+    def to_host(self, tensor: Any, stream: SimStream | None = None, non_blocking: bool = False) -> Any:
+        """A new host copy of a device-resident tensor (a D2H copy with its costs)."""
+        import torch
+
+        return self.copy_(torch.empty_like(tensor), tensor, stream, non_blocking)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Finish queued work and stop the stream threads. Unreported errors are logged, not raised."""
+        if self._shut:
+            return
+        self._shut = True
+        for s in list(self._streams):
+            s._close(timeout)
+            if s._error is not None:
+                log.warning("%s: stream %s had an unreported failure at shutdown: %r", self.name, s.name,
+                            s._error[0])
