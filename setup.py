@@ -28,5 +28,6 @@ class BuildPyWithStartup(build_py):
 
 setup(
     packages=find_packages(include=["cc_runtime", "cc_runtime.*"]) + ["cc_runtime.kernels"],
+    py_modules=["_cc_runtime_bootstrap"],
     cmdclass={"build_py": BuildPyWithStartup},
 )

@@ -155,7 +155,7 @@ def render_patches(patches: list[dict[str, Any]], indent: str = "") -> str:
     widths = [min(max(len(str(r[i])) for r in rows), 48) for i in range(4)]
     out = []
     for r in rows:
-        cells = [str(c)[:w].ljust(w) for c, w in zip(r[:4], widths)] + [str(r[4])]
+        cells = [str(c)[:w].ljust(w) for c, w in zip(r[:4], widths, strict=False)] + [str(r[4])]
         out.append(indent + "  ".join(cells))
     return "\n".join(out)
 

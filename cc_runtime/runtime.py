@@ -95,12 +95,26 @@ def auto_activate() -> None:
     try:
         activate()
     except settings.SettingsError as exc:
-        log.error("cc_runtime: %s; cc_runtime leaves this process untouched", exc)
+        _report_error(f"cc_runtime: {exc}; cc_runtime leaves this process untouched")
     except Exception as exc:  # noqa: BLE001
         strict = os.environ.get("CC_RUNTIME_STRICT") == "1"
         if strict:
             raise
-        log.error("cc_runtime: activation failed, continuing without it: %s: %s", type(exc).__name__, exc)
+        _report_error(f"cc_runtime: activation failed, continuing without it: {type(exc).__name__}: {exc}")
+
+
+def _report_error(message: str) -> None:
+    """Log, and make sure a human sees it even when the application configured no logging at all
+    (our NullHandler would otherwise swallow it, and a misconfigured deployment must not fail silently)."""
+    log.error(message)
+    logger: logging.Logger | None = log
+    while logger is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
+            return
+        logger = logger.parent if logger.propagate else None
+    import sys
+
+    print(message, file=sys.stderr)
 
 
 def _reset_for_tests() -> None:

@@ -8,12 +8,13 @@ import os
 import sys
 
 _here = os.path.dirname(os.path.abspath(__file__))
-try:
-    from cc_runtime._bootstrap import run as _run
+if os.environ.get("CC_RUNTIME_BOOTSTRAP") == "1":
+    try:
+        from _cc_runtime_bootstrap import run as _run
 
-    _run()
-except Exception:  # noqa: BLE001
-    pass
+        _run()
+    except Exception:  # noqa: BLE001
+        pass
 
 _rest = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 for _p in _rest:

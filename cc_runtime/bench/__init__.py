@@ -13,7 +13,15 @@ import time
 import traceback
 from typing import Any
 
-from .common import BenchContext, BenchResult, default_device, environment, format_table, print_table, write_json
+from .common import (
+    BenchContext,
+    BenchResult,
+    default_device,
+    environment,
+    format_table,
+    print_table,
+    write_json,
+)
 
 BENCHMARKS: dict[str, str] = {
     "emulator": "cc_runtime.bench.emulator",
@@ -51,7 +59,7 @@ def add_bench_parser(sub: Any) -> None:
     b = sub.add_parser("bench", help="micro-benchmarks (no name: all of them, quick, one summary table)")
     _common_args(b)
     bsub = b.add_subparsers(dest="bench_name")
-    for name, modname in BENCHMARKS.items():
+    for name, _modname in BENCHMARKS.items():
         desc = ""
         try:
             mod = _load(name)

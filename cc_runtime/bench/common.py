@@ -117,9 +117,9 @@ def format_table(rows: list[dict[str, Any]], columns: Sequence[str] | None = Non
     cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     out = [title] if title else []
-    out.append("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    out.append("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=False)))
     out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    out += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=False)) for row in cells]
     return "\n".join(out)
 
 

@@ -66,13 +66,13 @@ class PatchContext:
 
     # -- attribute changes -------------------------------------------------------------------
     def replace(self, owner: Any, attr: str, new: Any, *, rebind: bool = False) -> Any:
-        """Set ``owner.attr = new``; returns the original (as looked up, e.g. a bound function).
+        """Set ``owner.attr = new``; returns the original as looked up (None if there was none).
 
         The raw ``__dict__`` entry is what gets restored, so staticmethod/classmethod descriptors and
         inherited attributes come back exactly as they were. ``rebind`` also replaces stale
         ``from owner import attr`` copies in already-imported modules (as SGLang's hook registry does).
         """
-        original = getattr(owner, attr)
+        original = getattr(owner, attr, None)
         raw = _raw_attr(owner, attr)
         setattr(owner, attr, new)
 
@@ -86,7 +86,7 @@ class PatchContext:
                 setattr(owner, attr, raw)
 
         self._undo.append(undo)
-        if rebind and isinstance(owner, ModuleType):
+        if rebind and original is not None and isinstance(owner, ModuleType):
             self._rebind(original, new, skip=owner)
         return original
 

@@ -5,6 +5,10 @@ interpreter start-up, and from the ``sitecustomize`` that ``cc-runtime launch`` 
 Start-up code must be cheap and must never raise: it runs in every Python process of the environment,
 pip and the multiprocessing resource tracker included, and it can run twice in one process (a venv's
 lib64 symlink makes site read the same .pth twice).
+
+It is a top-level module, not ``cc_runtime._bootstrap``, because importing anything inside the package
+runs ``cc_runtime/__init__`` (which activates); this module must be importable without activating, so
+the PEP 829 ``.start`` entry point can check the variable first.
 """
 
 from __future__ import annotations

@@ -1,0 +1,155 @@
+"""cc_runtime must be active in every Python process SGLang spawns. These tests start real child
+processes (subprocess and multiprocessing "spawn", as sglang.launch_server does) and ask them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cc_runtime.cli import launch_env
+
+REPO = Path(__file__).resolve().parents[2]
+
+REPORT = textwrap.dedent("""
+    import json, sys
+    active = "cc_runtime" in sys.modules
+    out = {"imported": active}
+    if active:
+        import cc_runtime
+        st = cc_runtime.cc_state()
+        out.update(enabled=st.enabled, source=st.source, label=st.label,
+                   patches={p["name"]: p["status"] for p in cc_runtime.status()["patches"]})
+    print("REPORT" + json.dumps(out))
+""")
+
+
+def _report(stdout: str) -> dict:
+    line = [ln for ln in stdout.splitlines() if ln.startswith("REPORT")][-1]
+    return json.loads(line[len("REPORT"):])
+
+
+def _run(code: str, env: dict, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          **kw)
+
+
+def _clean_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_RUNTIME_")}
+    return env
+
+
+@pytest.mark.timeout(180)
+def test_launch_env_activates_cc_runtime_in_a_child_that_never_imports_it():
+    env = launch_env(_clean_env())
+    env["CC_RUNTIME_CC"] = "1"
+    r = _run(REPORT, env)
+    assert r.returncode == 0, r.stderr
+    rep = _report(r.stdout)
+    assert rep["imported"] and rep["enabled"] and rep["source"] == "env"
+
+
+@pytest.mark.timeout(180)
+def test_without_the_bootstrap_variable_children_are_untouched():
+    env = _clean_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "cc_runtime" / "_launch"), str(REPO)])
+    r = _run(REPORT, env)
+    assert r.returncode == 0, r.stderr
+    assert _report(r.stdout) == {"imported": False}
+
+
+@pytest.mark.timeout(180)
+def test_multiprocessing_spawn_grandchildren_inherit_activation(tmp_path):
+    script = tmp_path / "spawner.py"
+    script.write_text(textwrap.dedent("""
+        import multiprocessing as mp
+
+        def child(q):
+            import sys
+            q.put(("cc_runtime" in sys.modules, __import__("cc_runtime").cc_state().label))
+
+        if __name__ == "__main__":
+            import cc_runtime  # the launching process opts in, exactly like a user before SGLang
+            cc_runtime.activate(emulate="h100")
+            ctx = mp.get_context("spawn")
+            q = ctx.Queue()
+            p = ctx.Process(target=child, args=(q,))
+            p.start()
+            print("CHILD", q.get(timeout=60))
+            p.join(60)
+    """))
+    env = _clean_env()
+    # The child must find cc_runtime the way the parent did, but the .pth is not installed in this
+    # (editable / source) environment: the launch shim stands in for it.
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "cc_runtime" / "_launch"), str(REPO)])
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=150)
+    assert r.returncode == 0, r.stderr
+    assert "CHILD (True, 'emulated:h100')" in r.stdout
+
+
+def _site_with_pth(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(REPO / "cc_runtime_bootstrap.pth", site / "cc_runtime_bootstrap.pth")
+    return site
+
+
+@pytest.mark.timeout(180)
+def test_pth_bootstrap_is_gated_idempotent_and_never_raises(tmp_path):
+    """Runs the shipped .pth through site.addsitedir, the same code path as interpreter start-up."""
+    site = _site_with_pth(tmp_path)
+    code = (f"import site; site.addsitedir({str(site)!r}); site.addsitedir({str(site)!r})\n" + REPORT)
+    env = _clean_env()
+    env["PYTHONPATH"] = str(REPO)
+    off = _run(code, env)
+    assert off.returncode == 0 and _report(off.stdout) == {"imported": False}
+
+    env["CC_RUNTIME_BOOTSTRAP"] = "1"
+    env["CC_RUNTIME_CC"] = "1"
+    on = _run(code, env)
+    assert on.returncode == 0, on.stderr
+    assert _report(on.stdout)["enabled"] is True
+
+    env["CC_RUNTIME_CC"] = "sometimes"  # invalid: logged, process untouched, never a crash
+    bad = _run(code, env)
+    assert bad.returncode == 0, bad.stderr
+    assert _report(bad.stdout)["enabled"] is False
+    assert "CC_RUNTIME_CC='sometimes' is not valid" in bad.stderr
+
+
+@pytest.mark.timeout(180)
+def test_pth_bootstrap_survives_a_broken_cc_runtime(tmp_path):
+    site = _site_with_pth(tmp_path)
+    broken = tmp_path / "broken"
+    (broken / "cc_runtime").mkdir(parents=True)
+    (broken / "cc_runtime" / "__init__.py").write_text("raise ImportError('half-installed')\n")
+    env = _clean_env()
+    env.update(CC_RUNTIME_BOOTSTRAP="1", PYTHONPATH=str(broken))
+    r = _run(f"import site; site.addsitedir({str(site)!r}); print('alive')", env)
+    assert r.returncode == 0 and "alive" in r.stdout and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_wheel_ships_bootstrap_files_and_kernels_inside_the_package(tmp_path):
+    pytest.importorskip("setuptools")
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=280)
+    if r.returncode != 0 and "No module named pip" in r.stderr:
+        pytest.skip("pip not available in this interpreter")
+    assert r.returncode == 0, r.stderr
+    import zipfile
+
+    (wheel,) = tmp_path.glob("cc_runtime-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "cc_runtime_bootstrap.pth" in names and "cc_runtime.start" in names
+    assert "cc_runtime/kernels/__init__.py" in names
+    assert not any(n.startswith("kernels/") for n in names), "kernels/ must not install as a top-level module"
+    eps = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "[sglang.srt.plugins]" in eps and "cc_runtime.integrations.sglang_plugin:load" in eps
