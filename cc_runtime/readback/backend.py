@@ -1,0 +1,197 @@
+"""The few device operations a readback needs, behind one small protocol.
+
+The worker and the coalescer call only these, so they never branch on the kind of device: a real GPU
+(``torch.cuda`` or any module shaped like it, e.g. ``torch.get_device_module(device)``), or the
+emulator's simulated device on CPU-only machines. Streams and events are whatever the device hands
+out; the protocol only needs ``Event.record()`` (on the current stream), ``Event.synchronize()`` and
+``Event.query()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("cc_runtime.readback")
+
+
+@runtime_checkable
+class DeviceBackend(Protocol):
+    """What the readback worker and the coalescer need from a device."""
+
+    name: str
+
+    def current_device(self) -> Any: ...
+
+    def set_device(self, device: Any) -> None: ...
+
+    def new_stream(self) -> Any: ...
+
+    def current_stream(self) -> Any: ...
+
+    def stream(self, stream: Any) -> contextlib.AbstractContextManager[Any]: ...
+
+    def new_event(self) -> Any: ...
+
+    def synchronize_stream(self, stream: Any) -> None: ...
+
+    def launch(self, fn: Callable[[], Any], cost_s: float = 0.0) -> None:
+        """Run device work ``fn`` in order on the current stream (a kernel on a GPU)."""
+        ...
+
+    def copy_to_host(self, dst: torch.Tensor, src: torch.Tensor, *, non_blocking: bool = False) -> None:
+        """One device->host crossing on the current stream."""
+        ...
+
+    def is_device_tensor(self, t: torch.Tensor) -> bool:
+        """True when ``t`` lives on this device (so reading it costs a crossing)."""
+        ...
+
+    def device_empty(self, nbytes: int, like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised uint8 buffer on the device that holds ``like``."""
+        ...
+
+    @property
+    def transfers(self) -> int:
+        """Device->host crossings issued through this backend so far (for benchmarks and tests)."""
+        ...
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self._issued = 0
+
+    def _count_transfer(self) -> None:
+        # itertools.count is atomic under the GIL; the worker and the caller may both copy.
+        self._issued = next(self._count) + 1
+
+    @property
+    def transfers(self) -> int:
+        return self._issued
+
+
+class DeviceModuleBackend(_Counting):
+    """A torch device module: ``torch.cuda``, ``torch.get_device_module(dev)``, or a stand-in shaped like it."""
+
+    def __init__(self, module: Any, name: str | None = None) -> None:
+        super().__init__()
+        self.module = module
+        self.name: str = name or str(getattr(module, "__name__", type(module).__name__))
+
+    def current_device(self) -> Any:
+        return self.module.current_device()
+
+    def set_device(self, device: Any) -> None:
+        self.module.set_device(device)
+
+    def new_stream(self) -> Any:
+        return self.module.Stream()
+
+    def current_stream(self) -> Any:
+        return self.module.current_stream()
+
+    def stream(self, stream: Any) -> contextlib.AbstractContextManager[Any]:
+        return self.module.stream(stream)  # type: ignore[no-any-return]
+
+    def new_event(self) -> Any:
+        return self.module.Event()
+
+    def synchronize_stream(self, stream: Any) -> None:
+        stream.synchronize()
+
+    def launch(self, fn: Callable[[], Any], cost_s: float = 0.0) -> None:
+        fn()  # torch ops enqueue themselves on the current stream
+
+    def copy_to_host(self, dst: torch.Tensor, src: torch.Tensor, *, non_blocking: bool = False) -> None:
+        self._count_transfer()
+        dst.copy_(src, non_blocking=non_blocking)
+
+    def is_device_tensor(self, t: torch.Tensor) -> bool:
+        return t.device.type != "cpu"
+
+    def device_empty(self, nbytes: int, like: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return torch.empty(nbytes, dtype=torch.uint8, device=like.device)
+
+
+class SimDeviceBackend(_Counting):
+    """The emulator's simulated device (``cc_runtime.emulator.simdevice.SimDevice``).
+
+    Its tensors are ordinary CPU tensors registered as device-resident (``sim.is_device``) whose
+    contents become valid when the simulated stream has run the work that writes them; so packing is
+    launched as stream work into a buffer the device allocated.
+    """
+
+    def __init__(self, sim: Any) -> None:
+        super().__init__()
+        self.sim = sim
+        self.name = f"simulated:{getattr(sim, 'name', 'device')}"
+
+    def current_device(self) -> Any:
+        return getattr(self.sim, "name", "sim")
+
+    def set_device(self, device: Any) -> None:
+        pass  # one simulated device per SimDevice object: nothing to select
+
+    def new_stream(self) -> Any:
+        return self.sim.Stream()
+
+    def current_stream(self) -> Any:
+        return self.sim.current_stream()
+
+    def stream(self, stream: Any) -> contextlib.AbstractContextManager[Any]:
+        return self.sim.stream(stream)  # type: ignore[no-any-return]
+
+    def new_event(self) -> Any:
+        return self.sim.Event()
+
+    def synchronize_stream(self, stream: Any) -> None:
+        stream.synchronize()
+
+    def launch(self, fn: Callable[[], Any], cost_s: float = 0.0) -> None:
+        self.sim.launch(fn, cost_s, label="readback pack")
+
+    def copy_to_host(self, dst: torch.Tensor, src: torch.Tensor, *, non_blocking: bool = False) -> None:
+        self._count_transfer()
+        self.sim.copy_(dst, src, non_blocking=non_blocking)
+
+    def is_device_tensor(self, t: torch.Tensor) -> bool:
+        return bool(self.sim.is_device(t))
+
+    def device_empty(self, nbytes: int, like: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return self.sim.empty(nbytes, dtype=torch.uint8)  # type: ignore[no-any-return]
+
+
+def _is_simdevice(obj: Any) -> bool:
+    return all(hasattr(obj, a) for a in ("launch", "copy_", "Stream", "Event", "current_stream"))
+
+
+def backend_for(device: Any = None) -> DeviceBackend:
+    """The backend for ``device``: a SimDevice, a torch device module, a torch.device/str, or None (CUDA).
+
+    Raises ValueError with a clear message when nothing usable is given (e.g. no GPU and no SimDevice).
+    """
+    if isinstance(device, (DeviceModuleBackend, SimDeviceBackend)):
+        return device
+    if device is not None and _is_simdevice(device):
+        return SimDeviceBackend(device)
+    if device is not None and hasattr(device, "Stream") and hasattr(device, "Event"):
+        return DeviceModuleBackend(device)
+    import torch
+
+    dev = torch.device(device) if device is not None else torch.device("cuda")
+    if dev.type == "cpu":
+        raise ValueError("a readback backend needs an accelerator or a SimDevice, not the CPU itself")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA is not available here; pass a SimDevice (cc_runtime.emulator) instead")
+    return DeviceModuleBackend(torch.get_device_module(dev), name=dev.type)
