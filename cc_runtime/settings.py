@@ -178,5 +178,6 @@ def markdown_table() -> str:
     """The README's env-var table, generated so the two never drift."""
     rows = ["| variable | values | default | meaning |", "|---|---|---|---|"]
     for v in VARS.values():
-        rows.append(f"| `{v.name}` | `{v.allowed}` | `{v.default}` | {v.doc} |")
+        allowed = v.allowed.replace("|", "\\|")  # a bare | would split the Markdown cell
+        rows.append(f"| `{v.name}` | `{allowed}` | `{v.default}` | {v.doc} |")
     return "\n".join(rows)
