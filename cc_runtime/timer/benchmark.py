@@ -1,0 +1,245 @@
+"""``do_bench`` / ``do_bench_cudagraph`` with Triton's signatures and return modes, timed by a CC-safe
+timer, plus :func:`measure` / :func:`measure_cudagraph` returning a :class:`TimingResult`.
+
+Differences from Triton (3.4-3.9), each on purpose:
+- the timer is ``get_timer()`` (globaltimer under CC) instead of CUDA events;
+- the per-call estimate comes from individually stamped calls (L2 flush outside the stamps) and an
+  estimate of zero or below one tick is floored, never divided by;
+- a sample groups back-to-back calls so it spans >= 100 timer ticks (only for calls shorter than
+  100 ticks: 3.2 us on Hopper, 100 us on GPUs whose globaltimer ticks every 1 us); the L2 is flushed
+  once per sample;
+- for stamp timers the measured cost of an empty interval (a stamp is a kernel) is subtracted;
+- non-positive and NaN samples are rejected, and the number rejected is reported;
+- all stamps of a measurement are read back in two copies (estimate, samples), not one per event.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import Timer
+from .select import get_timer
+from .stats import RepeatPlan, TimingStats, floor_estimate, is_valid_interval, plan_repeats
+
+log = logging.getLogger("cc_runtime.timer")
+
+N_ESTIMATE = 5
+N_EMPTY = 10
+
+
+@dataclass
+class TimingResult:
+    """One measurement: statistics over accepted samples (ms per call) and how they were taken."""
+
+    stats: TimingStats
+    timer: str
+    granularity_ms: float
+    stamp_overhead_ms: float
+    calls_per_sample: int
+    estimate_ms: float
+    readbacks: int
+    notes: list[str] = field(default_factory=list)
+
+    n = property(lambda self: self.stats.n)
+    min = property(lambda self: self.stats.min)
+    median = property(lambda self: self.stats.median)
+    mean = property(lambda self: self.stats.mean)
+    stdev = property(lambda self: self.stats.stdev)
+    p20 = property(lambda self: self.stats.p20)
+    p80 = property(lambda self: self.stats.p80)
+    iqr = property(lambda self: self.stats.iqr)
+    n_rejected = property(lambda self: self.stats.n_rejected)
+    samples = property(lambda self: self.stats.samples)
+
+    def summarize(self, quantiles: Sequence[float] | None = None, return_mode: str = "mean") -> Any:
+        """Triton's return convention; a measurement with no valid sample returns ``inf`` (a tuner
+        then skips the configuration instead of crowning it with a negative time)."""
+        if self.stats.n == 0:
+            if quantiles is not None:
+                return math.inf if len(quantiles) == 1 else [math.inf] * len(quantiles)
+            return [] if return_mode == "all" else math.inf
+        return self.stats.summarize(quantiles, return_mode)
+
+    def as_dict(self) -> dict[str, Any]:
+        s = self.stats
+        return {"n": s.n, "min": s.min, "median": s.median, "mean": s.mean, "stdev": s.stdev, "p20": s.p20,
+                "p80": s.p80, "iqr": s.iqr, "n_rejected": s.n_rejected, "timer": self.timer,
+                "granularity_ms": self.granularity_ms, "stamp_overhead_ms": self.stamp_overhead_ms,
+                "calls_per_sample": self.calls_per_sample, "estimate_ms": self.estimate_ms,
+                "readbacks": self.readbacks, "notes": list(self.notes)}
+
+
+def _median_valid(values: Sequence[float]) -> float:
+    ok = [v for v in values if is_valid_interval(v)]
+    return statistics.median(ok) if ok else math.nan
+
+
+def _clear_grads(grad_to_none: Any) -> None:
+    if grad_to_none is not None:
+        for x in grad_to_none:
+            x.grad = None
+
+
+def _overhead(timer: Timer, empty: Sequence[float]) -> float:
+    if not timer.subtract_overhead:
+        return 0.0
+    measured = [v for v in empty if math.isfinite(v) and v >= 0]
+    if measured:
+        return statistics.median(measured)
+    return timer.overhead_ms if math.isfinite(timer.overhead_ms) else 0.0
+
+
+def _finish(timer: Timer, raw: Sequence[float], calls: int, overhead: float, plan_est: float,
+            readbacks0: int, notes: list[str]) -> TimingResult:
+    samples = [(r - overhead) / calls for r in raw]
+    stats = TimingStats.of(samples)
+    if stats.n == 0 and overhead > 0 and any(is_valid_interval(r) for r in raw):
+        # Shorter than a stamp's own cost: report the uncorrected time rather than nothing.
+        notes.append("every sample was shorter than the stamp overhead; reporting uncorrected intervals")
+        stats = TimingStats.of([r / calls for r in raw])
+    if stats.n_rejected:
+        notes.append(f"rejected {stats.n_rejected} of {len(raw)} samples (non-positive or NaN)")
+        log.debug("cc_runtime timer: %s", notes[-1])
+    return TimingResult(stats=stats, timer=timer.name, granularity_ms=timer.granularity_ms,
+                        stamp_overhead_ms=overhead, calls_per_sample=calls, estimate_ms=plan_est,
+                        readbacks=timer.readbacks - readbacks0, notes=notes)
+
+
+def measure(fn: Callable[[], Any], warmup: float = 25, rep: float = 100, grad_to_none: Any = None, *,
+            timer: Timer | None = None, flush_l2: bool = True, max_samples: int = 10_000) -> TimingResult:
+    """Time ``fn`` like Triton's ``do_bench`` (warmup/rep in ms) and return the full result."""
+    timer = timer or get_timer()
+    readbacks0 = timer.readbacks
+    notes: list[str] = []
+    flush = timer.l2_flusher() if flush_l2 else (lambda: None)
+
+    fn()
+    timer.synchronize()
+
+    # Estimate: per call (fn between stamps) and per cycle (flush + fn), like Triton's 5 calls.
+    est = [(timer.event(), timer.event(), timer.event()) for _ in range(N_ESTIMATE)]
+    for a, b, c in est:
+        a.record()
+        flush()
+        b.record()
+        fn()
+        c.record()
+    call_ms = _median_valid([b.elapsed_time(c) for _, b, c in est])
+    cycle_ms = _median_valid([a.elapsed_time(c) for a, _, c in est])
+    overhead_guess = timer.overhead_ms if timer.subtract_overhead else 0.0
+    if math.isfinite(call_ms):
+        call_ms -= overhead_guess
+    flush_ms = (cycle_ms - call_ms) if math.isfinite(cycle_ms) and math.isfinite(call_ms) else 0.0
+    plan: RepeatPlan = plan_repeats(call_ms, timer.granularity_ms, warmup, rep,
+                                    overhead_per_sample_ms=flush_ms, max_samples=max_samples)
+    if not is_valid_interval(call_ms):
+        notes.append(f"estimate below the timer's resolution; assumed {plan.estimate_ms:.3g} ms per call")
+
+    for _ in range(plan.n_warmup):
+        fn()
+    pairs = timer.pairs(plan.n_samples)
+    for start, end in pairs:
+        _clear_grads(grad_to_none)
+        flush()
+        start.record()
+        for _ in range(plan.calls_per_sample):
+            fn()
+        end.record()
+    empty = timer.pairs(N_EMPTY) if timer.subtract_overhead else []
+    for start, end in empty:
+        start.record()
+        end.record()
+    timer.synchronize()
+    raw = [s.elapsed_time(e) for s, e in pairs]
+    overhead = _overhead(timer, [s.elapsed_time(e) for s, e in empty])
+    return _finish(timer, raw, plan.calls_per_sample, overhead, plan.estimate_ms, readbacks0, notes)
+
+
+def do_bench(fn: Callable[[], Any], warmup: float = 25, rep: float = 100, grad_to_none: Any = None,
+             quantiles: Sequence[float] | None = None, return_mode: str = "mean") -> Any:
+    """Drop-in for ``triton.testing.do_bench`` timed by the CC-safe timer."""
+    if return_mode not in ("min", "max", "mean", "median", "all"):
+        raise ValueError(f"return_mode must be min, max, mean, median or all, got {return_mode!r}")
+    return measure(fn, warmup, rep, grad_to_none).summarize(quantiles, return_mode)
+
+
+def measure_cudagraph(fn: Callable[[], Any], rep: float = 20, grad_to_none: Any = None, *,
+                      timer: Timer | None = None, n_retries: int = 10) -> TimingResult:
+    """Triton's ``do_bench_cudagraph`` procedure (one graph of n calls, replayed ``n_retries`` times).
+
+    Off the GPU (fake or wall-clock timer) the "graph" is a plain loop of the same n calls, so the
+    sizing and statistics stay testable on a CPU.
+    """
+    timer = timer or get_timer()
+    readbacks0 = timer.readbacks
+    notes: list[str] = []
+    if timer.is_cuda:
+        import torch
+
+        side = torch.cuda.Stream()
+        ctx: Any = torch.cuda.stream(side)
+    else:
+        import contextlib
+
+        torch = None  # type: ignore[assignment]
+        ctx = contextlib.nullcontext()
+    with ctx:
+        fn()
+        _clear_grads(grad_to_none)
+        if grad_to_none is not None:
+            for x in grad_to_none:
+                x.detach_()
+                x.requires_grad_(True)
+                x.grad = None
+        start, end = timer.event(), timer.event()
+        start.record()
+        for _ in range(5):
+            fn()
+        end.record()
+        timer.synchronize()
+        overhead_guess = timer.overhead_ms if timer.subtract_overhead else 0.0
+        est_ms = (start.elapsed_time(end) - overhead_guess) / 5
+        est = floor_estimate(est_ms, timer.granularity_ms)
+        if not is_valid_interval(est_ms):
+            notes.append(f"estimate below the timer's resolution; assumed {est:.3g} ms per call")
+        n_repeat = max(1, int(rep / est), math.ceil(100 * timer.granularity_ms / est - 1e-9))
+
+        def body() -> None:
+            for _ in range(n_repeat):
+                _clear_grads(grad_to_none)
+                fn()
+
+        if torch is not None:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                body()
+            torch.cuda.synchronize()
+            replay: Callable[[], Any] = graph.replay
+        else:
+            replay = body
+        pairs = timer.pairs(n_retries)
+        for s, e in pairs:
+            s.record()
+            replay()
+            e.record()
+        empty = timer.pairs(N_EMPTY) if timer.subtract_overhead else []
+        for s, e in empty:
+            s.record()
+            e.record()
+        timer.synchronize()
+        raw = [s.elapsed_time(e) for s, e in pairs]
+        overhead = _overhead(timer, [s.elapsed_time(e) for s, e in empty])
+    return _finish(timer, raw, n_repeat, overhead, est, readbacks0, notes)
+
+
+def do_bench_cudagraph(fn: Callable[[], Any], rep: float = 20, grad_to_none: Any = None,
+                       quantiles: Sequence[float] | None = None, return_mode: str = "mean") -> Any:
+    """Drop-in for ``triton.testing.do_bench_cudagraph`` timed by the CC-safe timer."""
+    if return_mode not in ("min", "max", "mean", "median", "all"):
+        raise ValueError(f"return_mode must be min, max, mean, median or all, got {return_mode!r}")
+    return measure_cudagraph(fn, rep, grad_to_none).summarize(quantiles, return_mode)
