@@ -42,7 +42,7 @@ PATCHES = [
     Patch(
         name="sglang.cc_env",
         target="sglang",
-        versions=">=0.5.12",
+        versions=">=0.5.23",  # the switch (and SGLang's own CC paths) first shipped in 0.5.23
         summary="SGLANG_FORCE_CONFIDENTIAL_COMPUTE=1 so SGLang's own CC paths (D2H worker, pageable staging) agree",
         upstream="SGLang is_confidential_compute (0.5.23); env override SGLANG_FORCE_CONFIDENTIAL_COMPUTE",
         apply=_apply_sglang,
