@@ -14,6 +14,8 @@ Design (after vLLM's ``cuda_piecewise_backend``/``cuda_graph``):
 - capture-time outputs are kept only as non-owning aliases; the last piece's output is turned into
   one inside the capture, so its memory goes straight back to the pool;
 - ``debug=True`` checks on every replay that inputs expected at their captured address are there.
+Split ops must not keep references to their inputs after they return (a KV cache stores copies):
+those inputs live in graph memory that the next replay overwrites, as with any CUDA graph output.
 Mixed batches (prefill and decode tokens in one flat token dimension) need nothing special: the graph
 is keyed by padded token count only; per-sequence structure lives in the split ops' metadata.
 

@@ -7,7 +7,9 @@ configuration depends on per-sequence lengths that change every step), plus host
 ``"mylib::attention"``) or, for FX ``call_method`` nodes, by method name (``"item"``).
 
 Python functions registered here are also kept opaque by the tracer (FX "autowrap"), so they show up
-as single ``call_function`` nodes whatever they do inside.
+as single ``call_function`` nodes whatever they do inside. FX can only do that for functions the model
+calls through a module-level (global) name; a closure or a method must become a torch op
+(``torch.library.custom_op``) to be a split op.
 """
 
 from __future__ import annotations
@@ -124,25 +126,10 @@ def default_registry() -> SplitOpRegistry:
 
 def register_split_op(fn: F) -> F:
     """Decorator: make ``fn`` a split op in the default registry (attention-like Python functions)."""
-    if _DEFAULT is not None:
-        _DEFAULT.register(fn)
-    else:
-        _PENDING.append(fn)
+    default_registry().register(fn)
     return fn
 
 
-_PENDING: list[Any] = []
-
-
-def _flush_pending() -> None:
-    reg = default_registry()
-    while _PENDING:
-        reg.register(_PENDING.pop())
-
-
 def registry(split_ops: SplitOpRegistry | None = None) -> SplitOpRegistry:
-    """The registry a runner uses: the given one, else the default (with decorated functions)."""
-    if split_ops is not None:
-        return split_ops
-    _flush_pending()
-    return default_registry()
+    """The registry a runner uses: the given one, else the process-wide default."""
+    return split_ops if split_ops is not None else default_registry()

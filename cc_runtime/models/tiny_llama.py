@@ -118,6 +118,9 @@ def tiny_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int
             if pk is not None and pv is not None:
                 past = int(pk.shape[0])
                 ks, vs = torch.cat([pk, ks]), torch.cat([pv, vs])
+            else:
+                # q/k/v may live in graph memory that the next replay overwrites: the cache owns a copy
+                ks, vs = ks.clone(), vs.clone()
             batch.cache.keys[layer][sid], batch.cache.values[layer][sid] = ks, vs
         kh = ks.transpose(0, 1).repeat_interleave(groups, dim=0)
         vh = vs.transpose(0, 1).repeat_interleave(groups, dim=0)
