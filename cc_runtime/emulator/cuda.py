@@ -3,7 +3,8 @@
 While emulation is active, in every thread of the process:
 
 - **Host<->device copies made through torch** (``Tensor.to``, ``.copy_``, ``.cpu()``, ``.cuda()``,
-  ``.item()``, ``.tolist()``; ``non_blocking`` or not) become host-synchronous as CC makes them: the
+  ``.item()``, ``.tolist()``, ``torch.tensor(data, device=)``, ``torch.as_tensor``, and in threads
+  with the launch mode any ``aten._to_copy``/``copy_`` across devices; ``non_blocking`` or not) become host-synchronous as CC makes them: the
   calling thread waits for the current stream's earlier work, makes the copy, waits for it, then pays
   ``profile.copy_cost_s(nbytes)`` on the CPU. So the modelled copy time is the CC-off copy plus the
   profile's cost (the simulated device uses the same model). The cost is a calibrated GIL-releasing
@@ -128,8 +129,10 @@ class Emulator:
         with self._stats_lock:
             self.stats[key] += n
 
-    def copy(self, direction: str, nbytes: int, device: Any, do: Callable[[], Any]) -> Any:
-        """Run ``do()`` (the real copy) the way CC would: host-synchronous, then the CPU-side cost."""
+    def copy(self, direction: str, nbytes: int | None, device: Any, do: Callable[[], Any]) -> Any:
+        """Run ``do()`` (the real copy) the way CC would: host-synchronous, then the CPU-side cost.
+
+        ``nbytes`` None: the size of the tensor ``do()`` returns (factories with host data)."""
         if not self.active or self.in_copy() or self.backend.is_capturing():
             return do()
         loc = self._local
@@ -143,11 +146,13 @@ class Emulator:
                 stream.synchronize()  # the stream's earlier work first, as the CC bounce copy does
                 out = do()
                 stream.synchronize()  # the copy itself is done before the call returns
+                if nbytes is None:
+                    nbytes = _nbytes(out)
                 wait_s(self.profile.copy_cost_s(nbytes, direction))
         finally:
             loc.depth -= 1
         self._count(direction)
-        self._count(f"bytes_{direction}", nbytes)
+        self._count(f"bytes_{direction}", nbytes or 0)
         return out
 
     def launch(self, started: float) -> None:
@@ -243,6 +248,35 @@ def _hook_cuda(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
         return em.copy("h2d", _nbytes(self), target, lambda: orig(self, device, *args, **kwargs))
 
     return cuda
+
+
+def _hook_factory(em: Emulator, orig: Callable[..., Any], device_pos: int | None) -> Callable[..., Any]:
+    """``torch.tensor(data, device=...)`` / ``torch.as_tensor``: the H2D copy happens inside C++ with
+    the Python dispatch key excluded, so neither the dispatch mode nor the method hooks see it."""
+    import torch
+
+    is_compiling = torch.compiler.is_compiling
+    Tensor = torch.Tensor
+
+    def factory(data: Any, *args: Any, **kwargs: Any) -> Any:
+        if is_compiling() or not em.active:
+            return orig(data, *args, **kwargs)
+        device = kwargs.get("device")
+        if device is None and device_pos is not None and len(args) > device_pos:
+            device = args[device_pos]
+        if device is None:
+            return orig(data, *args, **kwargs)
+        try:
+            device = torch.device(device)
+        except Exception:  # noqa: BLE001 - torch raises its own error below
+            return orig(data, *args, **kwargs)
+        if not em.is_dev(device) or (isinstance(data, Tensor) and em.is_dev(data.device)):
+            return orig(data, *args, **kwargs)
+        return em.copy("h2d", None, device, lambda: orig(data, *args, **kwargs))
+
+    factory.__name__ = getattr(orig, "__name__", "factory")
+    factory.__doc__ = getattr(orig, "__doc__", None)
+    return factory
 
 
 # -- launch hook: a dispatch mode per thread -----------------------------------------------------
@@ -390,6 +424,8 @@ def install(ctx: Any, profile: Profile | str | None, *, backend: Any = None, see
     ctx.replace(T, "tolist", _hook_d2h(em, T.tolist, whole=True))
     ctx.replace(T, "item", _hook_d2h(em, T.item, whole=False))
     ctx.replace(T, "cuda", _hook_cuda(em, T.cuda))
+    ctx.replace(tm, "tensor", _hook_factory(em, tm.tensor, None))
+    ctx.replace(tm, "as_tensor", _hook_factory(em, tm.as_tensor, 1))
 
     event_cls = tm.cuda.Event
     orig_elapsed = event_cls.elapsed_time

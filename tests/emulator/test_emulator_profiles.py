@@ -1,0 +1,83 @@
+"""Profiles: built-ins carry their sources, user JSON overrides a base, bad input names what is valid."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cc_runtime.emulator import OFF, Profile, ProfileError, load_profile, profile_names
+
+
+def test_builtins_match_the_facts_table() -> None:
+    h100 = load_profile("h100")
+    assert (h100.h2d_fixed_s, h100.d2h_fixed_s) == (20e-6, 20e-6)
+    assert (h100.h2d_bandwidth_Bps, h100.d2h_bandwidth_Bps) == (3.0e9, 2.9e9)
+    assert h100.launch_extra_s == 5e-6 and h100.d2d_extra_s == 5e-6 and h100.host_register_fails
+    b300 = load_profile("B300")  # names are case-insensitive
+    assert b300.memory_bound_scale == pytest.approx(1 / 0.912)
+    assert set(profile_names()) == {"h100", "b300", "off"}
+    for p in (h100, b300):
+        assert p.cc and p.label == f"emulated:{p.name}"
+        for key in ("h2d_fixed_s", "h2d_bandwidth_Bps", "launch_extra_s", "graph_replay_extra_s", "event_*"):
+            assert key in p.sources, f"{p.name}.{key} has no documented source"
+
+
+def test_off_profile_and_none() -> None:
+    assert load_profile(None) is OFF and load_profile("off") is OFF
+    assert not OFF.cc and OFF.label == "off" and not OFF.host_register_fails
+
+
+def test_copy_cost_model() -> None:
+    p = load_profile("h100")
+    assert p.copy_cost_s(0, "h2d") == pytest.approx(20e-6)
+    assert p.copy_cost_s(3_000_000_000, "h2d") == pytest.approx(1.0 + 20e-6)
+    assert p.copy_cost_s(2_900_000, "d2h") == pytest.approx(1e-3 + 20e-6)
+    assert p.copy_cost_s(123, "d2d") == p.d2d_extra_s
+    with pytest.raises(ValueError, match="direction"):
+        p.copy_cost_s(1, "sideways")
+    with pytest.raises(ValueError):
+        p.copy_cost_s(-1, "h2d")
+
+
+def test_user_json_profile_overrides_base(tmp_path) -> None:
+    path = tmp_path / "h200.json"
+    path.write_text(json.dumps({"base": "h100", "h2d_bandwidth_Bps": 4.9e9, "launch_extra_s": 0}))
+    p = load_profile(str(path))
+    assert p.name == "h200" and p.h2d_bandwidth_Bps == 4.9e9 and p.launch_extra_s == 0
+    assert p.d2h_bandwidth_Bps == 2.9e9  # from the base
+    assert "user profile" in p.sources["h2d_bandwidth_Bps"]
+    assert load_profile(p) is p
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"h2d_bandwith_Bps": 1e9}', "unknown profile field"),
+        ('{"base": "a100"}', "not a built-in profile"),
+        ('{"h2d_bandwidth_Bps": 0}', "must be a number > 0"),
+        ('{"event_negative_prob": 1.5}', r"must be in \[0, 1\]"),
+        ('{"h2d_fixed_s": "20us"}', "must be a number >= 0"),
+        ("[1, 2]", "must be a JSON object"),
+        ("{not json", "not readable JSON"),
+    ],
+)
+def test_bad_json_profiles_say_what_is_wrong(tmp_path, content: str, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ProfileError, match=message):
+        load_profile(str(path))
+
+
+def test_unknown_name_lists_valid_names(tmp_path) -> None:
+    with pytest.raises(ProfileError, match="valid: b300, h100, off"):
+        load_profile("a100")
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_profile(str(tmp_path / "missing.json"))
+
+
+def test_profile_is_frozen() -> None:
+    with pytest.raises(AttributeError):
+        load_profile("h100").h2d_fixed_s = 0  # type: ignore[misc]
+    with pytest.raises(ProfileError):
+        Profile(name="x", h2d_fixed_s=-1)
