@@ -50,6 +50,7 @@ from .events import EventCorruption
 from .profiles import Profile, load_profile
 
 log = logging.getLogger("cc_runtime.emulator")
+perf_counter = time.perf_counter
 
 __all__ = ["CudaBackend", "StandInBackend", "EmulationRefused", "Emulator", "active", "disable", "emulate", "enable", "install"]
 
@@ -129,10 +130,13 @@ class Emulator:
         with self._stats_lock:
             self.stats[key] += n
 
-    def copy(self, direction: str, nbytes: int | None, device: Any, do: Callable[[], Any]) -> Any:
+    def copy(self, direction: str, nbytes: int | None, device: Any, do: Callable[[], Any],
+             started: float | None = None) -> Any:
         """Run ``do()`` (the real copy) the way CC would: host-synchronous, then the CPU-side cost.
 
-        ``nbytes`` None: the size of the tensor ``do()`` returns (factories with host data)."""
+        ``nbytes`` None: the size of the tensor ``do()`` returns (factories with host data).
+        ``started``: when the hook was entered; the hook's own overhead (not the wait for earlier
+        work, not the copy) is credited against the charge, so the model holds at small sizes too."""
         if not self.active or self.in_copy() or self.backend.is_capturing():
             return do()
         loc = self._local
@@ -142,13 +146,18 @@ class Emulator:
                 out = do()  # device-side copy: no host sync, only the extra submission cost
                 wait_s(self.profile.d2d_extra_s)
             else:
+                t_pre = time.perf_counter()
+                credit = t_pre - started if started is not None else 0.0
                 stream = self.backend.current_stream(device)
-                stream.synchronize()  # the stream's earlier work first, as the CC bounce copy does
+                if stream.query():
+                    credit += time.perf_counter() - t_pre
+                else:
+                    stream.synchronize()  # the stream's earlier work first, as the CC bounce copy does
                 out = do()
                 stream.synchronize()  # the copy itself is done before the call returns
                 if nbytes is None:
                     nbytes = _nbytes(out)
-                wait_s(self.profile.copy_cost_s(nbytes, direction))
+                wait_s(self.profile.copy_cost_s(nbytes, direction) - credit)
         finally:
             loc.depth -= 1
         self._count(direction)
@@ -187,6 +196,7 @@ def _hook_to(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
     is_compiling = torch.compiler.is_compiling
 
     def to(self: Any, *args: Any, **kwargs: Any) -> Any:
+        started = perf_counter()
         if is_compiling() or not em.active or not (args or kwargs):
             return orig(self, *args, **kwargs)
         try:
@@ -197,7 +207,7 @@ def _hook_to(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
         if target is None or src_dev == dst_dev:
             return orig(self, *args, **kwargs)
         direction, dev = ("h2d", target) if dst_dev else ("d2h", self.device)
-        return em.copy(direction, _nbytes(self), dev, lambda: orig(self, *args, **kwargs))
+        return em.copy(direction, _nbytes(self), dev, lambda: orig(self, *args, **kwargs), started)
 
     return to
 
@@ -208,6 +218,7 @@ def _hook_copy_(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
     is_compiling = torch.compiler.is_compiling
 
     def copy_(self: Any, src: Any, *args: Any, **kwargs: Any) -> Any:
+        started = perf_counter()
         if is_compiling() or not em.active:
             return orig(self, src, *args, **kwargs)
         dst_dev, src_dev = em.is_dev(self.device), em.is_dev(getattr(src, "device", None))
@@ -215,7 +226,7 @@ def _hook_copy_(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
             return orig(self, src, *args, **kwargs)
         direction = "d2d" if dst_dev and src_dev else ("h2d" if dst_dev else "d2h")
         dev = self.device if dst_dev else src.device
-        return em.copy(direction, _nbytes(src), dev, lambda: orig(self, src, *args, **kwargs))
+        return em.copy(direction, _nbytes(src), dev, lambda: orig(self, src, *args, **kwargs), started)
 
     return copy_
 
@@ -227,10 +238,11 @@ def _hook_d2h(em: Emulator, orig: Callable[..., Any], whole: bool) -> Callable[.
     is_compiling = torch.compiler.is_compiling
 
     def d2h(self: Any, *args: Any, **kwargs: Any) -> Any:
+        started = perf_counter()
         if is_compiling() or not em.active or not em.is_dev(self.device):
             return orig(self, *args, **kwargs)
         nbytes = _nbytes(self) if whole else int(self.element_size())
-        return em.copy("d2h", nbytes, self.device, lambda: orig(self, *args, **kwargs))
+        return em.copy("d2h", nbytes, self.device, lambda: orig(self, *args, **kwargs), started)
 
     d2h.__name__ = getattr(orig, "__name__", "d2h")
     return d2h
@@ -242,10 +254,11 @@ def _hook_cuda(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
     is_compiling = torch.compiler.is_compiling
 
     def cuda(self: Any, device: Any = None, *args: Any, **kwargs: Any) -> Any:
+        started = perf_counter()
         if is_compiling() or not em.active or em.is_dev(self.device):
             return orig(self, device, *args, **kwargs)
         target = em.backend.default_device(device)
-        return em.copy("h2d", _nbytes(self), target, lambda: orig(self, device, *args, **kwargs))
+        return em.copy("h2d", _nbytes(self), target, lambda: orig(self, device, *args, **kwargs), started)
 
     return cuda
 
@@ -259,6 +272,7 @@ def _hook_factory(em: Emulator, orig: Callable[..., Any], device_pos: int | None
     Tensor = torch.Tensor
 
     def factory(data: Any, *args: Any, **kwargs: Any) -> Any:
+        started = perf_counter()
         if is_compiling() or not em.active:
             return orig(data, *args, **kwargs)
         device = kwargs.get("device")
@@ -272,7 +286,7 @@ def _hook_factory(em: Emulator, orig: Callable[..., Any], device_pos: int | None
             return orig(data, *args, **kwargs)
         if not em.is_dev(device) or (isinstance(data, Tensor) and em.is_dev(data.device)):
             return orig(data, *args, **kwargs)
-        return em.copy("h2d", None, device, lambda: orig(data, *args, **kwargs))
+        return em.copy("h2d", None, device, lambda: orig(data, *args, **kwargs), started)
 
     factory.__name__ = getattr(orig, "__name__", "factory")
     factory.__doc__ = getattr(orig, "__doc__", None)
@@ -325,12 +339,12 @@ def _make_mode_class() -> type:
             started = time.perf_counter()
             kind = copy_ops.get(func)
             if kind is not None:
-                return self._copy(kind, func, args, kwargs)
+                return self._copy(kind, func, args, kwargs, started)
             if _touches_device(em, args, kwargs, Tensor):
                 em.launch(started)
             return func(*args, **kwargs)
 
-        def _copy(self, kind: str, func: Any, args: Any, kwargs: Any) -> Any:
+        def _copy(self, kind: str, func: Any, args: Any, kwargs: Any, started: float) -> Any:
             # Copies that bypassed the tensor-method hooks (torch.tensor(..., device=), C++ callers).
             em = self.emulator
             src = args[1] if kind == "copy_" else args[0]
@@ -342,14 +356,15 @@ def _make_mode_class() -> type:
             else:  # _local_scalar_dense: .item() and friends read one element back
                 if not src_dev:
                     return func(*args, **kwargs)
-                return em.copy("d2h", int(src.element_size()), src.device, lambda: func(*args, **kwargs))
+                return em.copy("d2h", int(src.element_size()), src.device, lambda: func(*args, **kwargs),
+                               started)
             if src_dev == dst_dev:
                 if src_dev:
                     em.launch(time.perf_counter())
                 return func(*args, **kwargs)
             direction = "h2d" if dst_dev else "d2h"
             dev = (kwargs.get("device") or args[0].device) if dst_dev else src.device
-            return em.copy(direction, _nbytes(src), dev, lambda: func(*args, **kwargs))
+            return em.copy(direction, _nbytes(src), dev, lambda: func(*args, **kwargs), started)
 
     return CCLaunchCostMode
 
