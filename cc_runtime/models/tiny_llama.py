@@ -122,8 +122,10 @@ def tiny_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int
                 # q/k/v may live in graph memory that the next replay overwrites: the cache owns a copy
                 ks, vs = ks.clone(), vs.clone()
             batch.cache.keys[layer][sid], batch.cache.values[layer][sid] = ks, vs
-        kh = ks.transpose(0, 1).repeat_interleave(groups, dim=0)
-        vh = vs.transpose(0, 1).repeat_interleave(groups, dim=0)
+        # 4-D (batch of one) so SDPA can pick its fused kernels on a GPU
+        qs = qs.unsqueeze(0)
+        kh = ks.transpose(0, 1).repeat_interleave(groups, dim=0).unsqueeze(0)
+        vh = vs.transpose(0, 1).repeat_interleave(groups, dim=0).unsqueeze(0)
         if past == 0:
             o = F.scaled_dot_product_attention(qs, kh, vh, is_causal=True)
         elif n == 1:
@@ -132,7 +134,7 @@ def tiny_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int
             rows = torch.arange(n, device=q.device).unsqueeze(1) + past
             mask = torch.arange(past + n, device=q.device).unsqueeze(0) <= rows
             o = F.scaled_dot_product_attention(qs, kh, vh, attn_mask=mask)
-        out[offset:offset + n] = o.transpose(0, 1).reshape(n, num_heads * head_dim)
+        out[offset:offset + n] = o[0].transpose(0, 1).reshape(n, num_heads * head_dim)
         offset += n
     return out
 
