@@ -57,7 +57,7 @@ def _autotuners() -> list[Any]:
         if not isinstance(d, dict):
             continue
         for value in list(d.values()):
-            if isinstance(value, Autotuner):
+            if issubclass(type(value), Autotuner):  # type(): isinstance may trip lazy-attribute shims
                 found[id(value)] = value
     return list(found.values())
 
