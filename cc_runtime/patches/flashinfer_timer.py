@@ -68,16 +68,16 @@ def _legacy_profile_single_kernel(self: Any, runner: Any, inputs: Any, tactic: A
         runner(input_tensor_batches[-1], tactic=tactic, **kwargs)
 
     start, end = timer.event(), timer.event()
-    graph = torch.cuda.CUDAGraph()
+    graph = torch.cuda.CUDAGraph() if tuning_config.use_cuda_graph else None
     with torch.cuda.stream(stream):
-        if tuning_config.use_cuda_graph:
+        if graph is not None:
             with torch.cuda.graph(graph):
                 run_kernels()
         stream.synchronize()
-        delay = self._CUDA_GRAPH_DELAY_MICRO_SECS if tuning_config.use_cuda_graph else self.stream_delay_micro_secs
+        delay = self._CUDA_GRAPH_DELAY_MICRO_SECS if graph is not None else self.stream_delay_micro_secs
         fi.delay_kernel(delay)  # keeps host launch time out of the interval, as upstream does
         start.record(stream)
-        if tuning_config.use_cuda_graph:
+        if graph is not None:
             graph.replay()
         else:
             run_kernels()
