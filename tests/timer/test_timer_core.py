@@ -347,3 +347,14 @@ def test_driver_module_imports_without_gpu():
     except ImportError:
         pytest.skip("cuda-python not installed")
     assert hasattr(drv, "cuLaunchKernel") and hasattr(drv, "cuModuleLoadData")
+
+
+def test_kernel_file_falls_back_to_the_source_tree(monkeypatch):
+    """A source checkout that was never installed has no cc_runtime.kernels package."""
+    import importlib.resources
+
+    def no_package(name):
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(importlib.resources, "files", no_package)
+    assert ".entry cc_spin_cycles" in read_kernel("globaltimer.ptx")
