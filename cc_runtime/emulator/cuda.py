@@ -196,9 +196,9 @@ def _hook_to(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
     is_compiling = torch.compiler.is_compiling
 
     def to(self: Any, *args: Any, **kwargs: Any) -> Any:
-        started = perf_counter()
         if is_compiling() or not em.active or not (args or kwargs):
             return orig(self, *args, **kwargs)
+        started = perf_counter()
         try:
             target = parse_to(*args, **kwargs)[0]
         except Exception:  # noqa: BLE001 - let torch raise its own error for bad arguments
@@ -218,9 +218,9 @@ def _hook_copy_(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
     is_compiling = torch.compiler.is_compiling
 
     def copy_(self: Any, src: Any, *args: Any, **kwargs: Any) -> Any:
-        started = perf_counter()
         if is_compiling() or not em.active:
             return orig(self, src, *args, **kwargs)
+        started = perf_counter()
         dst_dev, src_dev = em.is_dev(self.device), em.is_dev(getattr(src, "device", None))
         if not (dst_dev or src_dev):
             return orig(self, src, *args, **kwargs)
@@ -238,9 +238,9 @@ def _hook_d2h(em: Emulator, orig: Callable[..., Any], whole: bool) -> Callable[.
     is_compiling = torch.compiler.is_compiling
 
     def d2h(self: Any, *args: Any, **kwargs: Any) -> Any:
-        started = perf_counter()
         if is_compiling() or not em.active or not em.is_dev(self.device):
             return orig(self, *args, **kwargs)
+        started = perf_counter()
         nbytes = _nbytes(self) if whole else int(self.element_size())
         return em.copy("d2h", nbytes, self.device, lambda: orig(self, *args, **kwargs), started)
 
@@ -254,9 +254,9 @@ def _hook_cuda(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
     is_compiling = torch.compiler.is_compiling
 
     def cuda(self: Any, device: Any = None, *args: Any, **kwargs: Any) -> Any:
-        started = perf_counter()
         if is_compiling() or not em.active or em.is_dev(self.device):
             return orig(self, device, *args, **kwargs)
+        started = perf_counter()
         target = em.backend.default_device(device)
         return em.copy("h2d", _nbytes(self), target, lambda: orig(self, device, *args, **kwargs), started)
 
@@ -272,9 +272,9 @@ def _hook_factory(em: Emulator, orig: Callable[..., Any], device_pos: int | None
     Tensor = torch.Tensor
 
     def factory(data: Any, *args: Any, **kwargs: Any) -> Any:
-        started = perf_counter()
         if is_compiling() or not em.active:
             return orig(data, *args, **kwargs)
+        started = perf_counter()
         device = kwargs.get("device")
         if device is None and device_pos is not None and len(args) > device_pos:
             device = args[device_pos]

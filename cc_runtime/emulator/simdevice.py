@@ -326,6 +326,13 @@ class SimDevice:
             wait_s(OFF.copy_cost_s(nbytes, direction) + self.profile.copy_cost_s(nbytes, direction))
             dst.copy_(src)
             return dst
+        if not non_blocking and stream.query():
+            # An idle stream and a blocking copy: copy inline, sparing a thread hand-off the real
+            # device would not pay (order is kept: nothing is queued ahead of it).
+            stream._raise_error()
+            wait_s(OFF.copy_cost_s(nbytes, direction))
+            dst.copy_(src)
+            return dst
         stream._submit(lambda: dst.copy_(src), OFF.copy_cost_s(nbytes, direction), f"{direction} copy")
         if not non_blocking:
             stream.synchronize()

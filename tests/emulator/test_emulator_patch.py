@@ -57,7 +57,7 @@ def test_activate_emulate_applies_and_deactivate_restores(clean) -> None:
     assert {a: torch.Tensor.__dict__.get(a) for a in originals} == originals
     after = (torch.tensor, torch.cuda.Event.__dict__["elapsed_time"], torch.cuda.cudart,
              threading.Thread.__dict__["_bootstrap_inner"], torch._C._len_torch_dispatch_stack())
-    assert all(a is b or a == b for a, b in zip(after, originals_other))
+    assert all(a is b or a == b for a, b in zip(after, originals_other, strict=True))
 
 
 def test_without_cuda_the_patch_skips_with_a_reason(clean) -> None:
