@@ -78,7 +78,8 @@ class DriverStampKernels:
     def __init__(self, device_index: int) -> None:
         self.drv = import_driver()
         self.device_index = device_index
-        self._ptx = read_kernel(PTX_FILE).encode("utf-8") + b"\0"
+        # A C string at a fixed address: every cuda-python release takes an int as ``void*``.
+        self._ptx = ctypes.create_string_buffer(read_kernel(PTX_FILE).encode("utf-8"))
         self._modules: dict[int, _Module] = {}
         self._lock = threading.Lock()
         _check(self.drv, self.drv.cuInit(0), "cuInit")
@@ -102,7 +103,8 @@ class DriverStampKernels:
             with self._lock:
                 mod = self._modules.get(key)
                 if mod is None:
-                    module = _check(self.drv, self.drv.cuModuleLoadData(self._ptx), "cuModuleLoadData(globaltimer.ptx)")
+                    module = _check(self.drv, self.drv.cuModuleLoadData(ctypes.addressof(self._ptx)),
+                                    "cuModuleLoadData(globaltimer.ptx)")
                     mod = self._modules[key] = _Module(self.drv, module)
         return mod
 
