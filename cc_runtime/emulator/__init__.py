@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .events import EventCorruption
 from .profiles import BUILTIN, OFF, Profile, ProfileError, load_profile, profile_names
-from .simdevice import SimDevice, SimDeviceError, SimEvent, SimStream
+from .simdevice import SimDevice, SimDeviceError, SimEvent, SimGraph, SimStream
 
 __all__ = ["BUILTIN", "OFF", "EventCorruption", "Profile", "ProfileError", "SimDevice", "SimDeviceError",
-           "SimEvent", "SimStream", "load_profile", "profile_names"]
+           "SimEvent", "SimGraph", "SimStream", "load_profile", "profile_names"]

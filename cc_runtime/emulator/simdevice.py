@@ -19,6 +19,8 @@ exercise real overlap behaviour with real threads. Every number it produces is *
 - **Errors**: an exception raised by queued work is re-raised (as ``SimDeviceError`` from the original)
   by the next ``synchronize()`` of that stream or of the device, or ``synchronize()`` of an event
   recorded after it; later work on that stream is skipped until then (CUDA's sticky error), never hung.
+- **Graphs**: ``g = Graph(); with capture(g): launch(...)`` records launches; ``g.replay()`` queues
+  them as one item and charges ``profile.graph_replay_extra_s`` once (CC), not a launch cost per node.
 - **Events** (``Event(enable_timing)``): ``record``, ``query``, ``synchronize``, ``wait``,
   ``elapsed_time`` (corrupted per the profile under CC, seeded).
 """
@@ -40,7 +42,7 @@ from .profiles import OFF, Profile, load_profile
 
 log = logging.getLogger("cc_runtime.emulator")
 
-__all__ = ["SimDevice", "SimDeviceError", "SimEvent", "SimStream"]
+__all__ = ["SimDevice", "SimDeviceError", "SimEvent", "SimGraph", "SimStream"]
 
 
 class SimDeviceError(RuntimeError):
@@ -207,6 +209,32 @@ class SimEvent:
         return self.device.event_corruption.corrupt((end_event._time - self._time) * 1e3)
 
 
+class SimGraph:
+    """A captured sequence of launches (like ``torch.cuda.CUDAGraph``): one replay queues every node as a
+    single item and costs the caller the profile's ``graph_replay_extra_s`` once, not a launch each."""
+
+    def __init__(self, device: SimDevice) -> None:
+        self.device = device
+        self._nodes: list[tuple[Callable[[], Any] | None, float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def replay(self, stream: SimStream | None = None) -> None:
+        dev = self.device
+        nodes = list(self._nodes)
+
+        def run_all() -> None:
+            for fn, duration_s, _label in nodes:
+                wait_s(duration_s)
+                if fn is not None:
+                    fn()
+
+        wait_s(dev.profile.graph_replay_extra_s)
+        (stream or dev.current_stream())._submit(run_all, 0.0, f"graph replay ({len(nodes)} nodes)")
+        dev.stats["graph_replays"] += 1
+
+
 class SimDevice:
     """A simulated GPU. ``profile`` None (or ``"off"``) means CC off; any CC profile turns CC on."""
 
@@ -295,18 +323,44 @@ class SimDevice:
         """Queue a "kernel": the stream thread spends ``duration_s`` then calls ``fn()``.
 
         ``kind`` ``compute`` or ``memory`` picks the profile's slow-down. The caller pays the profile's
-        extra launch cost (CC) before the work is queued, as with an encrypted pushbuffer.
+        extra launch cost (CC) before the work is queued, as with an encrypted pushbuffer. While this
+        thread captures a graph (``capture``), the kernel is recorded into it instead, uncharged.
         """
         scale = self.profile.memory_bound_scale if kind == "memory" else self.profile.compute_scale
+        graph = getattr(self._local, "capturing", None)
+        if graph is not None:
+            graph._nodes.append((fn, duration_s * scale, label))
+            return
         stream = stream or self.current_stream()
         wait_s(self.profile.launch_extra_s)
         stream._submit(fn, duration_s * scale, label)
         self.stats["launches"] += 1
 
+    def Graph(self) -> SimGraph:  # noqa: N802 - like torch.cuda.CUDAGraph
+        return SimGraph(self)
+
+    @contextlib.contextmanager
+    def capture(self, graph: SimGraph) -> Iterator[SimGraph]:
+        """Like ``torch.cuda.graph(g)``: launches by this thread are recorded into ``graph``."""
+        if getattr(self._local, "capturing", None) is not None:
+            raise SimDeviceError(f"{self.name}: already capturing a graph on this thread")
+        graph._nodes.clear()
+        self._local.capturing = graph
+        try:
+            yield graph
+        finally:
+            self._local.capturing = None
+
+    def is_current_stream_capturing(self) -> bool:
+        return getattr(self._local, "capturing", None) is not None
+
     def copy_(self, dst: Any, src: Any, stream: SimStream | None = None, non_blocking: bool = False) -> Any:
         """``dst.copy_(src)`` between host tensors and device-resident ones, with CC semantics."""
         stream = stream or self.current_stream()
         direction = self.direction(dst, src)
+        if direction != "h2h" and self.is_current_stream_capturing():
+            # CUDA refuses host-synchronous copies during capture; keep captured graphs launch-only.
+            raise SimDeviceError(f"{self.name}: {direction} copy while capturing a graph is not supported")
         nbytes = int(src.numel() * src.element_size())
         self.stats[f"copies_{direction}"] += 1
         self.stats[f"bytes_{direction}"] += nbytes

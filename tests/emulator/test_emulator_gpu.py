@@ -70,6 +70,7 @@ def test_side_stream_copy_waits_for_its_own_stream_only(em) -> None:
     with torch.cuda.stream(side):
         dev.to("cpu", non_blocking=True)  # nothing queued on the side stream: must not wait for main
     assert em.stats["d2h"] == 1
+    assert not ev_main.query(), "a copy on an idle side stream waited for the default stream's kernel"
     ev_main.synchronize()
 
 

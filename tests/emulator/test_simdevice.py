@@ -157,3 +157,20 @@ def test_shutdown_finishes_queued_work_and_refuses_more() -> None:
     assert done == [1]
     with pytest.raises(SimDeviceError, match="shut down"):
         sim.launch(None, 0.0)
+
+
+@pytest.mark.timeout(10)
+def test_graph_capture_records_and_replay_runs_nodes_in_order(sim) -> None:
+    order: list[int] = []
+    g = sim.Graph()
+    with sim.capture(g):
+        assert sim.is_current_stream_capturing()
+        for i in range(5):
+            sim.launch(lambda i=i: order.append(i), 0.0)
+        with pytest.raises(SimDeviceError, match="capturing"):
+            sim.copy_(sim.zeros(1), torch.ones(1))
+    assert order == [] and len(g) == 5 and sim.stats["launches"] == 0  # capture is not charged
+    g.replay()
+    g.replay()
+    sim.synchronize()
+    assert order == [0, 1, 2, 3, 4] * 2 and sim.stats["graph_replays"] == 2
