@@ -38,7 +38,7 @@ import nox
 
 nox.options.reuse_existing_virtualenvs = True
 nox.options.envdir = ".nox"
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "upstream-0.5.23", "upstream-0.5.12"]
 nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).resolve().parent
