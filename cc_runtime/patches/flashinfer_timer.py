@@ -171,13 +171,33 @@ class _TorchProxy:
         return getattr(self._torch, name)
 
 
+def _cold_l2_source() -> str:
+    from flashinfer.autotuner import AutoTuner
+
+    src = inspect.getsource(AutoTuner._profile_single_kernel)
+    if "def cold_l2_profile" not in src:
+        return ""
+    start = src.index("def cold_l2_profile")
+    end = src.find("def pure_profile", start)
+    return src[start:end if end > start else None]
+
+
+def _cold_l2_upstream_has_it() -> str | None:
+    try:
+        cold = _cold_l2_source()
+    except (OSError, TypeError):
+        return None
+    if cold and "torch.cuda.Event(" not in cold:
+        return "FlashInfer's cold_l2_profile no longer times with CUDA events"
+    return None
+
+
 def _apply_cold_l2(ctx: PatchContext) -> None:
     from flashinfer.autotuner import AutoTuner
 
     fi = _autotuner_module()
-    src = inspect.getsource(AutoTuner._profile_single_kernel)
-    if "cold_l2_profile" not in src:
-        raise LookupError("this FlashInfer has no cold_l2_profile; nothing to patch")
+    if not _cold_l2_source():
+        raise LookupError(f"{AutoTuner.__module__} has no cold_l2_profile; nothing to patch")
     torch = fi.torch
     if isinstance(torch, _TorchProxy):
         return
@@ -261,6 +281,7 @@ PATCHES = [
         upstream="none: FlashInfer 0.7.2's cold_l2_profile and CUPTI fallback still time with CUDA events",
         apply=_apply_cold_l2,
         module="flashinfer.autotuner",
+        upstream_has_it=_cold_l2_upstream_has_it,
         when=_wants_globaltimer,
         why="cold-L2 tuning keeps the median of event readings, which CC corrupts",
     ),

@@ -58,6 +58,18 @@ def min_valid_timing(event_pairs: list[tuple[Any, Any]]) -> float:
     return best
 
 
+def _upstream_has_it() -> str | None:
+    import inspect
+
+    from torch._inductor.runtime import benchmarking as b
+
+    try:
+        src = inspect.getsource(b.InductorBenchmarker)
+    except (OSError, TypeError):
+        return None
+    return "torch inductor's benchmarker already uses %globaltimer" if "globaltimer" in src else None
+
+
 def _apply(ctx: PatchContext) -> None:
     from torch._inductor.runtime import benchmarking as b
 
@@ -93,6 +105,7 @@ PATCHES = [
         upstream="none: torch inductor (2.9-2.14) times max-autotune candidates with CUDA events",
         apply=_apply,
         module="torch._inductor.runtime.benchmarking",
+        upstream_has_it=_upstream_has_it,
         why="max-autotune keeps the minimum event timing; under CC one negative reading picks a random kernel",
     ),
 ]
