@@ -273,3 +273,23 @@ def test_charge_uses_the_profile_cost(monkeypatch) -> None:
     em.copy("h2d", 3_000_000, torch.device("meta"), lambda: None)
     em.copy("d2d", 10, torch.device("meta"), lambda: None)
     assert charged == [pytest.approx(20e-6 + 1e-3), 5e-6]
+
+
+@pytest.mark.timeout(10)
+def test_thread_started_before_enable_pays_copies_but_not_launches(sim) -> None:
+    """The documented limitation: dispatch modes are thread-local, copy hooks are global."""
+    go, done = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        go.wait(5)
+        torch.ones(4).to("meta")
+        torch.empty(4, device="meta") + 1
+        done.set()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    with ec.emulate("h100", backend=ec.StandInBackend(sim.Stream())) as em:
+        go.set()
+        assert done.wait(5)
+        t.join()
+        assert em.stats["h2d"] == 1 and em.stats["launches"] == 0
