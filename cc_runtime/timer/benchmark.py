@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,22 +124,28 @@ def measure(fn: Callable[[], Any], warmup: float = 25, rep: float = 100, grad_to
 
     # Estimate: per call (fn between stamps) and per cycle (flush + fn), like Triton's 5 calls.
     est = [(timer.event(), timer.event(), timer.event()) for _ in range(N_ESTIMATE)]
+    t0 = time.perf_counter()
     for a, b, c in est:
         a.record()
         flush()
         b.record()
         fn()
         c.record()
+    timer.synchronize()
+    host_cycle_ms = (time.perf_counter() - t0) * 1e3 / N_ESTIMATE  # an upper bound: host waited for the device
     call_ms = _median_valid([b.elapsed_time(c) for _, b, c in est])
     cycle_ms = _median_valid([a.elapsed_time(c) for a, _, c in est])
     overhead_guess = timer.overhead_ms if timer.subtract_overhead else 0.0
     if math.isfinite(call_ms):
         call_ms -= overhead_guess
-    flush_ms = (cycle_ms - call_ms) if math.isfinite(cycle_ms) and math.isfinite(call_ms) else 0.0
+    if not is_valid_interval(call_ms):
+        # Unreadable (every reading invalid) or below one tick: size from host time, never from a
+        # floor that could multiply a long kernel by 100 calls per sample.
+        notes.append(f"device estimate unusable ({call_ms}); sized from host time {host_cycle_ms:.3g} ms per cycle")
+        call_ms = cycle_ms = host_cycle_ms
+    flush_ms = (cycle_ms - call_ms) if math.isfinite(cycle_ms) and cycle_ms > call_ms else 0.0
     plan: RepeatPlan = plan_repeats(call_ms, timer.granularity_ms, warmup, rep,
                                     overhead_per_sample_ms=flush_ms, max_samples=max_samples)
-    if not is_valid_interval(call_ms):
-        notes.append(f"estimate below the timer's resolution; assumed {plan.estimate_ms:.3g} ms per call")
 
     for _ in range(plan.n_warmup):
         fn()
@@ -197,16 +204,20 @@ def measure_cudagraph(fn: Callable[[], Any], rep: float = 20, grad_to_none: Any 
                 x.requires_grad_(True)
                 x.grad = None
         start, end = timer.event(), timer.event()
+        timer.synchronize()
+        t0 = time.perf_counter()
         start.record()
         for _ in range(5):
             fn()
         end.record()
         timer.synchronize()
+        host_ms = (time.perf_counter() - t0) * 1e3 / 5
         overhead_guess = timer.overhead_ms if timer.subtract_overhead else 0.0
         est_ms = (start.elapsed_time(end) - overhead_guess) / 5
-        est = floor_estimate(est_ms, timer.granularity_ms)
         if not is_valid_interval(est_ms):
-            notes.append(f"estimate below the timer's resolution; assumed {est:.3g} ms per call")
+            notes.append(f"device estimate unusable ({est_ms}); sized from host time {host_ms:.3g} ms per call")
+            est_ms = host_ms
+        est = floor_estimate(est_ms, timer.granularity_ms)
         n_repeat = max(1, int(rep / est), math.ceil(100 * timer.granularity_ms / est - 1e-9))
 
         def body() -> None:
