@@ -195,6 +195,7 @@ def _run_cuda(ctx: BenchContext, profile: Any) -> BenchResult:
         if own:
             ec.disable()
     return _result(ctx, profile, rows, readings, kind="real CC" if real_cc else "emulated",
+                   hook_overhead_s=em.hook_overhead_s if em is not None else None,
                    notes=["pinned host memory; copy = copy_(non_blocking=True) + stream sync; base = the same "
                           "call with emulation off" if not real_cc else
                           "real CC: emulator refused; measured against the profile's absolute model"])
@@ -270,7 +271,7 @@ def _row(direction: str, n: int, off: float, on: float, model: float) -> dict[st
 
 
 def _result(ctx: BenchContext, profile: Any, rows: list[dict[str, Any]], readings: list[float], kind: str,
-            notes: list[str]) -> BenchResult:
+            notes: list[str], hook_overhead_s: float | None = None) -> BenchResult:
     copies = [r for r in rows if r["direction"] in ("h2d", "d2h")]
     by = {(r["direction"], r["bytes"]): r for r in copies}
     biggest = max(r["bytes"] for r in copies)
@@ -287,6 +288,8 @@ def _result(ctx: BenchContext, profile: Any, rows: list[dict[str, Any]], reading
         "event_negative_fraction": sum(r < 0 for r in readings) / len(readings) if readings else None,
         "simulated": int(kind == "simulated"),
     }
+    if hook_overhead_s is not None:
+        summary["launch_hook_overhead_us"] = hook_overhead_s * 1e6
     graph = next((r for r in rows if r["direction"] == "graph_replay"), None)
     if graph is not None:
         summary["graph_replay_extra_us_measured"] = graph["on_us"] - graph["off_us"]
