@@ -271,6 +271,7 @@ class CudaEventTimer(Timer):
         self.device_index = device_index
         self.device = f"cuda:{device_index}"
         self.granularity_ms = 0.0005  # CUDA documents ~0.5 us resolution for event timings
+        self._flusher: Callable[[], None] | None = None
 
     def event(self) -> Any:
         import torch
@@ -283,7 +284,9 @@ class CudaEventTimer(Timer):
         torch.cuda.synchronize(self.device_index)
 
     def l2_flusher(self) -> Callable[[], None]:
-        return cuda_l2_flusher(self.device_index)
+        if self._flusher is None:
+            self._flusher = cuda_l2_flusher(self.device_index)
+        return self._flusher
 
 
 def cuda_l2_flusher(device_index: int) -> Callable[[], None]:
