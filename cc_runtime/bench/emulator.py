@@ -305,7 +305,9 @@ def _result(ctx: BenchContext, profile: Any, rows: list[dict[str, Any]], reading
         columns=COLUMNS,
         notes=notes,
         environment={"emulator_profile": profile.name, "device_kind": "simulated" if kind == "simulated"
-                     else "cuda", "results": kind},
+                     else "cuda", "results": kind,
+                     # the profile's own name, also when --emulate named a JSON file
+                     "cc": "on" if kind == "real CC" else profile.label},
         title=f"CC emulator ({kind}, profile {profile.name}): copy and launch time, off vs on vs model",
     )
 
