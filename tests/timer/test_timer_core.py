@@ -358,3 +358,15 @@ def test_kernel_file_falls_back_to_the_source_tree(monkeypatch):
 
     monkeypatch.setattr(importlib.resources, "files", no_package)
     assert ".entry cc_spin_cycles" in read_kernel("globaltimer.ptx")
+
+
+def test_drop_ins_have_tritons_signatures():
+    import inspect
+
+    testing = pytest.importorskip("triton.testing")
+    from cc_runtime.timer import do_bench_cudagraph
+
+    for ours, theirs in ((do_bench, testing.do_bench), (do_bench_cudagraph, testing.do_bench_cudagraph)):
+        a, b = inspect.signature(ours).parameters, inspect.signature(theirs).parameters
+        assert list(a) == list(b)
+        assert [p.default for p in a.values()] == [p.default for p in b.values()]
