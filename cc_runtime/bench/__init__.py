@@ -96,6 +96,13 @@ def run_one(name: str, ctx: BenchContext) -> BenchResult:
 
 
 def main_bench(args: argparse.Namespace) -> int:
+    try:
+        from ..emulator.profiles import load_profile
+
+        load_profile(args.emulate)
+    except ValueError as exc:  # ProfileError: unknown name, bad JSON, bad value
+        print(f"cc-runtime bench: --emulate {args.emulate}: {exc}", file=sys.stderr)
+        return 2
     if args.bench_name:
         ctx = _context(args, quick=args.quick)
         result = run_one(args.bench_name, ctx)

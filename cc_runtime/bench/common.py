@@ -72,7 +72,7 @@ def environment(ctx: BenchContext, *, emulated: bool = True) -> dict[str, Any]:
     if real.real:
         cc = "on"
     elif emulated:
-        cc = f"emulated:{ctx.emulate}"
+        cc = f"emulated:{_profile_name(ctx.emulate)}"
     else:
         cc = "off"
     device_name = "simulated (CPU threads)"
@@ -96,6 +96,16 @@ def environment(ctx: BenchContext, *, emulated: bool = True) -> dict[str, Any]:
         "versions": _versions(),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _profile_name(spec: str) -> str:
+    """A JSON profile's own name, not its path, goes into the label."""
+    try:
+        from ..emulator.profiles import load_profile
+
+        return load_profile(spec).name
+    except Exception:  # noqa: BLE001 - the label must not fail; main_bench validates the profile first
+        return spec
 
 
 def _fmt(v: Any) -> str:

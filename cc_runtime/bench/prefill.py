@@ -10,10 +10,12 @@ pays the profile's extra cost, every graph replay its replay cost). If that emul
 the emulated latency is the CC-off measurement plus launches x ``launch_extra_s`` + replays x
 ``graph_replay_extra_s`` ("charged", and said so in the notes).
 
-On CPU (no GPU) the numbers are *simulated*: latency = measured CPU time of the forward + launches x
-per-launch cost + graph replays x per-replay cost, with the CC-off host costs (cudaLaunchKernel 4.9 us,
-ISPASS'25 CC-off median; a graph launch guessed at the same) plus the profile's extras under CC. The
-CPU runs the pieces itself, so its compute stands in for GPU time, and the ratios are not the GPU's.
+On CPU (no GPU) the numbers are *simulated*: latency = measured CPU time of the eager forward (at the
+padded size for the piecewise arm: a replay runs the kernels eager runs there) as a stand-in for GPU
+kernel time, + launches x per-launch cost + graph replays x per-replay cost, with the CC-off host costs
+(cudaLaunchKernel 4.9 us, ISPASS'25 CC-off median; a graph launch guessed at the same) plus the
+profile's extras under CC. A CPU is far slower than a GPU at the compute, so the ratios understate
+what a GPU shows.
 """
 
 from __future__ import annotations
@@ -69,6 +71,25 @@ def _no_sync() -> None:
     pass
 
 
+def _cpu_time(fn: Callable[[], Any], tokens: int, budget_s: float = 0.3) -> float:
+    """Minimum over repeated runs within a small time budget (one run for the largest sizes)."""
+    if tokens < 1024:
+        fn()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while not samples or (time.perf_counter() - start < budget_s and len(samples) < 30 and tokens < 1024):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return min(samples)
+
+
+def _pad(x: Any, n: int) -> Any:
+    import torch
+
+    return torch.cat([x, x.new_zeros(n - x.shape[0])])
+
+
 @contextlib.contextmanager
 def _cpu_threads(device: str) -> Iterator[None]:
     """One intra-op thread on CPU: on a small shared machine, spinning worker threads make a tiny
@@ -115,7 +136,7 @@ def _run(ctx: BenchContext) -> BenchResult:
     import torch
 
     from ..emulator.profiles import load_profile
-    from ..graphs import LaunchCounter, PiecewiseCudaGraphRunner
+    from ..graphs import Buckets, LaunchCounter, PiecewiseCudaGraphRunner, default_capture_sizes
     from ..models import TinyLlamaConfig, build_tiny_llama, dummy_batch, make_batch
 
     device = "cuda" if ctx.device == "cuda" else "cpu"
@@ -127,14 +148,17 @@ def _run(ctx: BenchContext) -> BenchResult:
     else:
         tokens = FULL_TOKENS
     tokens = [n for n in tokens if n <= max_tokens] or [min(16, max_tokens)]
-    iters = int(ctx.extra.get("iters") or 0) or (20 if device == "cuda" else (3 if ctx.quick else 7))
+    iters = int(ctx.extra.get("iters") or 0) or 20
     sync = _sync(device)
     torch.manual_seed(ctx.seed)
 
     model = build_tiny_llama(cfg, seed=ctx.seed, device=device)
     # On CPU only the measured sizes are captured (a full sweep of sizes would take minutes there);
     # on a GPU the default vLLM-like sizes up to --max-tokens, as a server would.
-    capture_sizes = None if device == "cuda" else sorted({*tokens, 128})
+    capture_sizes = None
+    if device != "cuda":  # only the buckets the sweep lands in (100 -> 104: padding shows)
+        buckets = Buckets(default_capture_sizes(max_tokens))
+        capture_sizes = sorted({buckets.bucket_for(n) or n for n in [*tokens, 128] if n <= max_tokens})
     t0 = time.perf_counter()
     runner = PiecewiseCudaGraphRunner(model, make_batch([8], cfg, device=device)[1:], max_tokens=max_tokens,
                                       capture_sizes=capture_sizes, batch_context=dummy_batch)
@@ -165,24 +189,27 @@ def _run(ctx: BenchContext) -> BenchResult:
             with LaunchCounter() as graph_count:
                 runner(ids, pos)
             replays = runner.stats.replays - replays0
-            big_cpu = n >= 1024 and device == "cpu"  # ~1 s per forward there: one warm sample
-            it, warm = (1, 0) if big_cpu else (iters, 1)
-            eager_off = _time(lambda: model(ids, pos), sync, it, warm)  # noqa: B023 - called right here
-            graph_off = _time(lambda: runner(ids, pos), sync, it, warm)  # noqa: B023
             if device == "cuda":
+                eager_off = _time(lambda: model(ids, pos), sync, iters)  # noqa: B023 - called right here
+                graph_off = _time(lambda: runner(ids, pos), sync, iters)  # noqa: B023
                 with _gpu_emulation(cc.name) as mode:
                     if mode == "emulated":
-                        eager_cc = _time(lambda: model(ids, pos), sync, it)  # noqa: B023
-                        graph_cc = _time(lambda: runner(ids, pos), sync, it)  # noqa: B023
+                        eager_cc = _time(lambda: model(ids, pos), sync, iters)  # noqa: B023
+                        graph_cc = _time(lambda: runner(ids, pos), sync, iters)  # noqa: B023
                 modes.add(mode)
                 if mode == "charged":
                     eager_cc = eager_off + eager_count.count * cc.launch_extra_s
                     graph_cc = graph_off + graph_count.count * cc.launch_extra_s + replays * cc.graph_replay_extra_s
             else:
+                # Simulated: the CPU's time for the forward stands in for GPU kernel time (a replay runs
+                # the kernels eager runs at the padded size); host costs come from the launch model.
                 modes.add("simulated")
-                eager_cpu, graph_cpu = eager_off, graph_off
-                eager_off = eager_cpu + eager_count.count * LAUNCH_BASE_S
-                graph_off = graph_cpu + graph_count.count * LAUNCH_BASE_S + replays * REPLAY_BASE_S
+                padded = runner.bucket_for(n) or n
+                compute = _cpu_time(lambda: model(ids, pos), n)  # noqa: B023
+                compute_padded = compute if padded == n else _cpu_time(
+                    lambda: model(_pad(ids, padded), _pad(pos, padded)), padded)  # noqa: B023
+                eager_off = compute + eager_count.count * LAUNCH_BASE_S
+                graph_off = compute_padded + graph_count.count * LAUNCH_BASE_S + replays * REPLAY_BASE_S
                 eager_cc = eager_off + eager_count.count * cc.launch_extra_s
                 graph_cc = graph_off + graph_count.count * cc.launch_extra_s + replays * cc.graph_replay_extra_s
         bucket = runner.bucket_for(n)
@@ -224,9 +251,9 @@ def _run(ctx: BenchContext) -> BenchResult:
         "the padded size the results are bitwise equal (tests/graphs)",
     ]
     if device == "cpu":
-        notes.append("SIMULATED: latency = measured CPU time + launches x 4.9 us + replays x 4.9 us (CC-off "
-                     "host costs) + the profile's extras under CC; the CPU computes every piece itself, so "
-                     "compute dominates and the ratios understate what a GPU shows")
+        notes.append("SIMULATED: latency = measured CPU time of the eager forward (padded size for piecewise) "
+                     "+ launches x 4.9 us + replays x 4.9 us (CC-off host costs) + the profile's extras under "
+                     "CC; CPU compute is far slower than a GPU's, so the ratios understate what a GPU shows")
     elif "charged" in modes:
         notes.append("CC arms CHARGED, not emulated: cc_runtime.emulator.cuda was unavailable, so the CC "
                      "latency is the CC-off latency + launches x launch_extra + replays x replay_extra")

@@ -94,17 +94,19 @@ def dummy_batch(num_tokens: int) -> contextlib.AbstractContextManager[Any]:
 
 
 @register_split_op
-def tiny_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, num_heads: int,
-                   num_kv_heads: int) -> torch.Tensor:
+def tiny_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, layer: int,
+                   num_heads: int, num_kv_heads: int) -> torch.Tensor:
     """Causal GQA attention over the flat token dimension, per sequence of the current batch.
 
-    Eager on purpose (a split op): the per-sequence loop and cache lengths change every step.
+    Eager on purpose (a split op): the per-sequence loop and cache lengths change every step. Writes
+    into ``out`` and returns it (vLLM's "attention with output"): the caller allocates ``out`` (zeros,
+    so padding rows stay zero) inside the captured piece, so the result already sits at a graph
+    address and the piecewise runner has nothing to copy; the zero-fill is part of a graph, too.
     """
     batch = _CURRENT.get()
     if batch is None:
         batch = AttentionBatch([q.shape[0]])  # plain call outside any batch: one sequence
     head_dim = q.shape[-1] // num_heads
-    out = torch.zeros_like(q)  # padding rows stay zero
     groups = num_heads // num_kv_heads
     offset = 0
     for i, n in enumerate(batch.query_lens):
@@ -172,7 +174,8 @@ class Attention(nn.Module):
         k = k.reshape(-1, cfg.num_kv_heads, cfg.head_dim)
         q = (q * cos + _rotate_half(q) * sin).flatten(1)
         k = (k * cos + _rotate_half(k) * sin).flatten(1)
-        o = tiny_attention(q, k, v.contiguous(), self.layer, cfg.num_heads, cfg.num_kv_heads)
+        o = tiny_attention(q, k, v.contiguous(), torch.zeros_like(q), self.layer, cfg.num_heads,
+                           cfg.num_kv_heads)
         return self.o_proj(o)
 
 

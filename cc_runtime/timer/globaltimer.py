@@ -22,7 +22,9 @@ class GlobalTimer(StampArena):
     name = "globaltimer"
     subtract_overhead = True
 
-    def __init__(self, device_index: int, kernels: Any, capacity: int = 32768) -> None:
+    def __init__(self, device_index: int, kernels: Any, capacity: int = 32768, *,
+                 buffer_device: str | None = None) -> None:
+        """``buffer_device`` only for CPU tests of this glue (the stamp buffer then lives on the host)."""
         import torch
 
         super().__init__(capacity)
@@ -31,7 +33,8 @@ class GlobalTimer(StampArena):
         self.kernels = kernels
         self.backend = getattr(kernels, "backend", type(kernels).__name__)
         self._torch = torch
-        self._buf = torch.zeros(capacity, dtype=torch.int64, device=self.device)
+        self._buf_device = buffer_device or self.device
+        self._buf = torch.zeros(capacity, dtype=torch.int64, device=self._buf_device)
         self._flusher: Callable[[], None] | None = None
 
     def _stream(self, stream: Any) -> Any:
@@ -67,7 +70,7 @@ class GlobalTimer(StampArena):
     def measure_granularity_ns(self) -> float | None:
         """Smallest non-zero step of %globaltimer seen by a kernel reading it in a loop."""
         torch = self._torch
-        out = torch.zeros(1, dtype=torch.int64, device=self.device)
+        out = torch.zeros(1, dtype=torch.int64, device=self._buf_device)
         self.kernels.granularity(out, GRANULARITY_READS, self._stream(None))
         torch.cuda.synchronize(self.device_index)
         value = int(out.item())

@@ -134,11 +134,11 @@ def _triton_kernels(index: int) -> Any:
     return TritonStampKernels(index)
 
 
-def build_globaltimer(index: int, kernels: Any) -> Timer:
+def build_globaltimer(index: int, kernels: Any, **timer_kwargs: Any) -> Timer:
     """A globaltimer Timer over ``kernels``, accepted only if its self-test passes."""
     from .globaltimer import GlobalTimer
 
-    timer = GlobalTimer(index, kernels)
+    timer = GlobalTimer(index, kernels, **timer_kwargs)
     try:
         gran_ns = timer.measure_granularity_ns()
     except Exception as exc:  # noqa: BLE001
