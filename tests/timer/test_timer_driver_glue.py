@@ -1,0 +1,161 @@
+"""The cuda-python launch path and the GlobalTimer glue, checked on CPU.
+
+Stand-ins, and why: there is no libcuda here, so ``FakeDriver`` plays ``cuda.bindings.driver`` with
+cuda-python's calling convention (functions return ``(CUresult, value)``; ``kernelParams`` given as
+an int is a ``void**``). Its ``cuLaunchKernel`` decodes the argument array exactly as the CUDA driver
+would and "runs" the stamp kernel by writing the fake clock's time to the device pointer, which is
+the address of a CPU torch tensor here. CPU torch has no streams: ``current_stream``,
+``is_current_stream_capturing`` and ``synchronize`` are replaced by trivial stand-ins.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import types
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cc_runtime.timer import FakeClock, measure  # noqa: E402
+from cc_runtime.timer import cuda_driver as cd  # noqa: E402
+from cc_runtime.timer.select import build_globaltimer  # noqa: E402
+
+
+class CUresult(enum.IntEnum):
+    CUDA_SUCCESS = 0
+    CUDA_ERROR_INVALID_VALUE = 1
+
+
+class _Handle:
+    def __init__(self, value: int = 0) -> None:
+        self.value = int(value)
+
+    def __int__(self) -> int:
+        return self.value
+
+
+class FakeDriver(types.SimpleNamespace):
+    """Enough of cuda.bindings.driver for DriverStampKernels, mimicking its conventions."""
+
+    def __init__(self, clock: FakeClock, current_ctx: int = 0) -> None:
+        super().__init__()
+        self.clock = clock
+        self.current = current_ctx
+        self.loaded: list[str] = []
+        self.launches: list[tuple[str, int, tuple[int, ...]]] = []
+        self.CUstream = _Handle
+        self.CUresult = CUresult
+
+    def cuInit(self, flags):
+        return (CUresult.CUDA_SUCCESS,)
+
+    def cuGetErrorString(self, err):
+        return (CUresult.CUDA_SUCCESS, b"fake error")
+
+    def cuCtxGetCurrent(self):
+        return (CUresult.CUDA_SUCCESS, _Handle(self.current))
+
+    def cuDeviceGet(self, ordinal):
+        return (CUresult.CUDA_SUCCESS, _Handle(ordinal))
+
+    def cuDevicePrimaryCtxRetain(self, dev):
+        return (CUresult.CUDA_SUCCESS, _Handle(0xC0 + int(dev)))
+
+    def cuCtxSetCurrent(self, ctx):
+        self.current = int(ctx)
+        return (CUresult.CUDA_SUCCESS,)
+
+    def cuModuleLoadData(self, image):
+        assert isinstance(image, int), "pass the PTX as an address (accepted by every cuda-python)"
+        self.loaded.append(ctypes.string_at(image).decode())
+        return (CUresult.CUDA_SUCCESS, _Handle(len(self.loaded)))
+
+    def cuModuleGetFunction(self, module, name):
+        assert isinstance(name, bytes)
+        if f".entry {name.decode()}(" not in self.loaded[int(module) - 1]:
+            return (CUresult.CUDA_ERROR_INVALID_VALUE, None)
+        return (CUresult.CUDA_SUCCESS, name.decode())
+
+    def cuLaunchKernel(self, f, gx, gy, gz, bx, by, bz, shmem, stream, kernel_params, extra):
+        assert (gx, gy, gz, bx, by, bz, shmem, extra) == (1, 1, 1, 1, 1, 1, 0, 0)
+        assert isinstance(kernel_params, int)
+        if f == "cc_globaltimer_stamp":  # (u64 buf, u32 idx)
+            argv = (ctypes.c_void_p * 2).from_address(kernel_params)
+            buf = ctypes.c_uint64.from_address(argv[0]).value
+            idx = ctypes.c_uint32.from_address(argv[1]).value
+            ctypes.c_int64.from_address(buf + 8 * idx).value = self.clock.now_ns
+            args: tuple[int, ...] = (buf, idx)
+        elif f == "cc_globaltimer_granularity":  # (u64 out, u32 reads)
+            argv = (ctypes.c_void_p * 2).from_address(kernel_params)
+            out = ctypes.c_uint64.from_address(argv[0]).value
+            ctypes.c_int64.from_address(out).value = 32
+            args = (out, ctypes.c_uint32.from_address(argv[1]).value)
+        elif f == "cc_spin_cycles":  # (u64 cycles)
+            argv = (ctypes.c_void_p * 1).from_address(kernel_params)
+            cycles = ctypes.c_uint64.from_address(argv[0]).value
+            self.clock.advance(cycles)
+            args = (cycles,)
+        else:
+            return (CUresult.CUDA_ERROR_INVALID_VALUE,)
+        self.launches.append((f, int(stream), args))
+        return (CUresult.CUDA_SUCCESS,)
+
+
+@pytest.fixture
+def cpu_streams(monkeypatch):
+    stream = types.SimpleNamespace(cuda_stream=0x5EED)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a, **k: stream)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    return stream
+
+
+def test_driver_kernels_pack_arguments_like_the_cuda_driver(monkeypatch, cpu_streams):
+    clock = FakeClock()
+    drv = FakeDriver(clock)
+    monkeypatch.setattr(cd, "import_driver", lambda: drv)
+    kernels = cd.DriverStampKernels(0)
+    assert drv.current == 0xC0  # no current context: the device's primary context was made current
+    assert ".entry cc_globaltimer_stamp" in drv.loaded[0]
+    buf = torch.zeros(8, dtype=torch.int64)
+    kernels.stamp(buf, 5, cpu_streams)
+    assert int(buf[5]) == clock.now_ns
+    assert drv.launches[-1] == ("cc_globaltimer_stamp", 0x5EED, (buf.data_ptr(), 5))
+    kernels.spin(12345, cpu_streams)
+    assert drv.launches[-1] == ("cc_spin_cycles", 0x5EED, (12345,))
+
+
+def test_one_module_per_context(monkeypatch, cpu_streams):
+    drv = FakeDriver(FakeClock(), current_ctx=0xA)
+    monkeypatch.setattr(cd, "import_driver", lambda: drv)
+    kernels = cd.DriverStampKernels(0)
+    buf = torch.zeros(2, dtype=torch.int64)
+    kernels.stamp(buf, 0, cpu_streams)
+    assert len(drv.loaded) == 1
+    drv.current = 0xB  # another context current on this thread (another device)
+    kernels.stamp(buf, 1, cpu_streams)
+    drv.current = 0xA
+    kernels.stamp(buf, 1, cpu_streams)
+    assert len(drv.loaded) == 2
+
+
+def test_driver_errors_become_clear_exceptions(monkeypatch, cpu_streams):
+    drv = FakeDriver(FakeClock())
+    drv.cuModuleGetFunction = lambda module, name: (CUresult.CUDA_ERROR_INVALID_VALUE, None)
+    monkeypatch.setattr(cd, "import_driver", lambda: drv)
+    with pytest.raises(cd.DriverError, match="cuModuleGetFunction.*fake error"):
+        cd.DriverStampKernels(0)
+
+
+def test_globaltimer_over_the_driver_path_self_tests_and_measures(monkeypatch, cpu_streams):
+    clock = FakeClock()
+    drv = FakeDriver(clock)
+    monkeypatch.setattr(cd, "import_driver", lambda: drv)
+    timer = build_globaltimer(0, cd.DriverStampKernels(0), buffer_device="cpu")
+    assert timer.name == "globaltimer" and timer.self_test is not None and timer.self_test.ok
+    assert timer.granularity_ms == pytest.approx(32e-6)  # from the granularity kernel's answer
+    r = measure(clock.work(0.3), warmup=1, rep=10, timer=timer, flush_l2=False)
+    assert r.median == pytest.approx(0.3, abs=1e-6)
+    assert r.readbacks == 2
