@@ -91,6 +91,28 @@ def _legacy_profile_single_kernel(self: Any, runner: Any, inputs: Any, tactic: A
     return avg_time
 
 
+def _legacy_upstream_has_it() -> str | None:
+    from flashinfer.autotuner import AutoTuner
+
+    try:
+        src = inspect.getsource(AutoTuner)
+    except (OSError, TypeError):
+        return None
+    return "this FlashInfer's AutoTuner already has a globaltimer path" if "globaltimer" in src else None
+
+
+def _kernel_upstream_has_it() -> str | None:
+    import flashinfer.utils as futils
+
+    fn = getattr(futils, "get_globaltimer_kernel", None)
+    try:
+        src = inspect.getsource(fn) if fn is not None else ""
+    except (OSError, TypeError):
+        return None
+    return ("FlashInfer's stamp kernel no longer needs a JIT build" if src and "load_inline" not in src
+            else None)
+
+
 def _apply_legacy(ctx: PatchContext) -> None:
     from flashinfer.autotuner import AutoTuner
 
@@ -260,6 +282,7 @@ PATCHES = [
         fixed_in="flashinfer-python 0.6.16",
         apply=_apply_legacy,
         module="flashinfer.autotuner",
+        upstream_has_it=_legacy_upstream_has_it,
         why="0.6.11.post1 (SGLang 0.5.12's pin) times tactics with one CUDA event pair: random picks under CC",
     ),
     Patch(
@@ -270,6 +293,7 @@ PATCHES = [
         upstream="FlashInfer PR 3870 (JIT-built stamp kernel, needs nvcc; read at AutoTuner construction)",
         apply=_apply_globaltimer,
         module="flashinfer.autotuner",
+        upstream_has_it=_kernel_upstream_has_it,
         when=_wants_globaltimer,
         why="without nvcc, or with an AutoTuner built before activation, FlashInfer keeps CUDA events under CC",
     ),
