@@ -308,3 +308,37 @@ def test_piecewise_launches_far_fewer_kernels(model, runner):
             runner(ids, pos)
     assert graphed.count < eager.count / 2
     assert "mm" in eager.by_op and "mm" not in graphed.by_op  # GEMMs are inside the graphs
+
+
+def test_first_call_captures_lazily(model):
+    r = PiecewiseCudaGraphRunner(model, example_inputs(2, CFG), capture_sizes=[4, 8], batch_context=dummy_batch)
+    assert not r.captured
+    ids, pos = example_inputs(3, CFG, seed=9)
+    with torch.no_grad(), AttentionBatch([3]).active():
+        out = r(ids, pos)
+        assert torch.equal(out, _eager_padded(model, AttentionBatch([3]), ids, pos, 4))
+    assert r.captured and set(k[1] for k in r._entries) == {4, 8}
+
+
+class DataDependent(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # control flow on values: torch.fx cannot trace it
+            return x * 2
+        return x
+
+
+def test_untraceable_model_gets_a_clear_error():
+    from cc_runtime.graphs import TraceError
+
+    with pytest.raises(TraceError, match="register_split_op"):
+        PiecewiseCudaGraphRunner(DataDependent(), (torch.randn(2, 3),))
+
+
+def test_weak_ref_aliases_without_copying():
+    from cc_runtime.graphs.weakref import weak_ref_tensor
+
+    t = torch.arange(12.0).view(3, 4)[1:]
+    w = weak_ref_tensor(t)
+    assert w.data_ptr() == t.data_ptr() and w.stride() == t.stride() and torch.equal(w, t)
+    t.add_(1)  # same memory: the alias sees writes
+    assert torch.equal(w, t)
