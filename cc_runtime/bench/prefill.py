@@ -108,7 +108,7 @@ def _cpu_threads(device: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _gpu_emulation(profile: str) -> Iterator[str]:
+def _gpu_emulation(profile: Any) -> Iterator[str]:
     """Yields "emulated" inside the torch-level emulator, or "charged" when it is not available."""
     try:
         from ..emulator.cuda import emulate
@@ -192,7 +192,7 @@ def _run(ctx: BenchContext) -> BenchResult:
             if device == "cuda":
                 eager_off = _time(lambda: model(ids, pos), sync, iters)  # noqa: B023 - called right here
                 graph_off = _time(lambda: runner(ids, pos), sync, iters)  # noqa: B023
-                with _gpu_emulation(cc.name) as mode:
+                with _gpu_emulation(cc) as mode:
                     if mode == "emulated":
                         eager_cc = _time(lambda: model(ids, pos), sync, iters)  # noqa: B023
                         graph_cc = _time(lambda: runner(ids, pos), sync, iters)  # noqa: B023
