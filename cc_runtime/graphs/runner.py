@@ -139,7 +139,9 @@ class PiecewiseCudaGraphRunner:
     ``example_inputs``: one example call (any token count) giving each input's dtype, device and
     trailing shape. ``batch_context(n)``: a context manager that sets up the split ops' metadata for a
     dummy batch of ``n`` tokens during capture (e.g. one prefill sequence of n tokens).
-    Call the runner inside the real batch's metadata context, like the model itself.
+    Call the runner inside the real batch's metadata context, like the model itself. As with any
+    CUDA graph, a graph forward's outputs live in graph memory: they are valid until the next call
+    (``.clone()`` what must outlive it). Not thread-safe: one runner per model per thread.
     """
 
     def __init__(
