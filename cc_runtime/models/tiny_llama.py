@@ -126,8 +126,10 @@ def tiny_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
             batch.cache.keys[layer][sid], batch.cache.values[layer][sid] = ks, vs
         # 4-D (batch of one) so SDPA can pick its fused kernels on a GPU
         qs = qs.unsqueeze(0)
-        kh = ks.transpose(0, 1).repeat_interleave(groups, dim=0).unsqueeze(0)
-        vh = vs.transpose(0, 1).repeat_interleave(groups, dim=0).unsqueeze(0)
+        kh, vh = ks.transpose(0, 1), vs.transpose(0, 1)
+        if groups > 1:
+            kh, vh = kh.repeat_interleave(groups, dim=0), vh.repeat_interleave(groups, dim=0)
+        kh, vh = kh.unsqueeze(0), vh.unsqueeze(0)
         if past == 0:
             o = F.scaled_dot_product_attention(qs, kh, vh, is_causal=True)
         elif n == 1:
@@ -173,9 +175,14 @@ class Attention(nn.Module):
         q = q.reshape(-1, cfg.num_heads, cfg.head_dim)
         k = k.reshape(-1, cfg.num_kv_heads, cfg.head_dim)
         q = (q * cos + _rotate_half(q) * sin).flatten(1)
-        k = (k * cos + _rotate_half(k) * sin).flatten(1)
-        o = tiny_attention(q, k, v.contiguous(), torch.zeros_like(q), self.layer, cfg.num_heads,
-                           cfg.num_kv_heads)
+        k = k * cos + _rotate_half(k) * sin
+        # GQA: repeat the KV heads here, inside the captured piece, rather than in eager attention
+        # (two launches fewer per layer under CC; the cache then holds the repeated heads).
+        groups = cfg.num_heads // cfg.num_kv_heads
+        k = k.unsqueeze(2).expand(-1, cfg.num_kv_heads, groups, cfg.head_dim).reshape(-1, self.q_size)
+        v = v.reshape(-1, cfg.num_kv_heads, 1, cfg.head_dim).expand(-1, cfg.num_kv_heads, groups, cfg.head_dim)
+        v = v.reshape(-1, self.q_size)
+        o = tiny_attention(q, k, v, torch.zeros_like(q), self.layer, cfg.num_heads, cfg.num_heads)
         return self.o_proj(o)
 
 
