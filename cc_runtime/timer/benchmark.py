@@ -136,13 +136,15 @@ def measure(fn: Callable[[], Any], warmup: float = 25, rep: float = 100, grad_to
     call_ms = _median_valid([b.elapsed_time(c) for _, b, c in est])
     cycle_ms = _median_valid([a.elapsed_time(c) for a, _, c in est])
     overhead_guess = timer.overhead_ms if timer.subtract_overhead else 0.0
-    if math.isfinite(call_ms):
-        call_ms -= overhead_guess
-    if not is_valid_interval(call_ms):
-        # Unreadable (every reading invalid) or below one tick: size from host time, never from a
-        # floor that could multiply a long kernel by 100 calls per sample.
-        notes.append(f"device estimate unusable ({call_ms}); sized from host time {host_cycle_ms:.3g} ms per cycle")
+    if not math.isfinite(call_ms):
+        # Every reading invalid: size from host time, never from a floor that could multiply a long
+        # kernel by 100 calls per sample.
+        notes.append(f"device estimate unusable; sized from host time {host_cycle_ms:.3g} ms per cycle")
         call_ms = cycle_ms = host_cycle_ms
+    else:
+        call_ms -= overhead_guess
+        if call_ms <= 0:  # readable but below one tick once the stamp's cost is removed
+            notes.append("estimate below the timer's resolution; samples group calls to span 100 ticks")
     flush_ms = (cycle_ms - call_ms) if math.isfinite(cycle_ms) and cycle_ms > call_ms else 0.0
     plan: RepeatPlan = plan_repeats(call_ms, timer.granularity_ms, warmup, rep,
                                     overhead_per_sample_ms=flush_ms, max_samples=max_samples)

@@ -176,6 +176,14 @@ def test_measure_zero_time_function_is_floored_not_divided():
     r = measure(lambda: None, warmup=1, rep=1, timer=t)
     assert r.n == 0 or r.median >= 0
     assert any("estimate unusable" in n for n in r.notes)
+
+
+def test_tiny_function_below_one_tick_groups_calls():
+    clock = FakeClock()
+    t = FakeTimer(clock, granularity_ns=32, stamp_cost_ns=1500)
+    r = measure(clock.work(0.000010), warmup=1, rep=2, timer=t)  # 10 ns: below one 32 ns tick
+    assert r.calls_per_sample == 100 and r.n_rejected == 0
+    assert r.median == pytest.approx(0.000010, abs=1e-6)
     assert r.summarize(return_mode="mean") in (math.inf,) or r.summarize(return_mode="mean") >= 0
 
 
