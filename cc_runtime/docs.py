@@ -31,7 +31,8 @@ BLOCKS = {"env-table": env_table, "patch-table": patch_table}
 def render(text: str) -> str:
     for name, make in BLOCKS.items():
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
-        text = pattern.sub(lambda m, make=make: m.group(1) + make() + m.group(2), text)
+        block = make()
+        text = pattern.sub(lambda m: m.group(1) + block + m.group(2), text)
     return text
 
 

@@ -55,6 +55,20 @@ def test_launch_env_activates_cc_runtime_in_a_child_that_never_imports_it():
     assert rep["imported"] and rep["enabled"] and rep["source"] == "env"
 
 
+@pytest.mark.timeout(240)
+def test_patches_apply_inside_the_child_when_it_imports_the_target():
+    """The child never imports cc_runtime; importing torch inductor's benchmarker there must patch it."""
+    env = launch_env(_clean_env())
+    env["CC_RUNTIME_CC"] = "1"
+    code = ("import torch._inductor.runtime.benchmarking as b, json, sys\n"
+            "import cc_runtime\n"
+            "st = {p['name']: p['status'] for p in cc_runtime.status()['patches']}\n"
+            "print('REPORT' + json.dumps({'inductor': st['inductor.benchmarker_timer']}))\n")
+    r = _run(code, env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _report(r.stdout)["inductor"] == "applied"
+
+
 @pytest.mark.timeout(180)
 def test_without_the_bootstrap_variable_children_are_untouched():
     env = _clean_env()
