@@ -133,7 +133,8 @@ def run_all(args: argparse.Namespace) -> int:
             sub_ctx = BenchContext(**{**vars(ctx), "json_path": None})
             result = run_one(name, sub_ctx)
             status = "ok"
-            summary = ", ".join(f"{k}={_short(v)}" for k, v in result.summary.items())
+            # The headline metrics come first in each benchmark's summary; the JSON has them all.
+            summary = ", ".join(f"{k}={_short(v)}" for k, v in list(result.summary.items())[:3])
             print_table(result.rows, result.columns, result.title or result.benchmark)
             print()
             if out_dir:

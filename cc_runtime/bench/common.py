@@ -127,9 +127,16 @@ def format_table(rows: list[dict[str, Any]], columns: Sequence[str] | None = Non
     cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     out = [title] if title else []
-    out.append("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=False)))
+    # Numbers right-aligned, text left-aligned, as people read tables.
+    numeric = [all(isinstance(r.get(c), (int, float)) for r in rows) for c in cols]
+
+    def cell(v: str, w: int, num: bool) -> str:
+        return v.rjust(w) if num else v.ljust(w)
+
+    out.append("  ".join(cell(c, w, n) for c, w, n in zip(cols, widths, numeric, strict=True)).rstrip())
     out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=False)) for row in cells]
+    out += ["  ".join(cell(v, w, n) for v, w, n in zip(row, widths, numeric, strict=True)).rstrip()
+            for row in cells]
     return "\n".join(out)
 
 
