@@ -2,7 +2,7 @@
 
 Replayed graphs run the kernels eager runs at the padded size. We expect bitwise equality with eager
 at the padded size, but cuBLAS only promises bitwise reproducibility per stream and workspace, and
-capture runs on a side stream, so the test allows 1e-6 (float32 ulps at these magnitudes). Against
+capture runs on a side stream, so the test allows 1e-5 (a different float32 reduction order). Against
 eager at the real size a GEMM with a different row count may use another algorithm: 1e-4 in float32.
 """
 
@@ -55,7 +55,7 @@ def test_graphs_equal_eager(model, runner, lens):
         padded = model(_pad(ids, bucket), _pad(pos, bucket))[:n]
         eager = model(ids, pos)
     assert runner.stats.replays == replays + runner.num_pieces
-    torch.testing.assert_close(got, padded, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got, padded, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got, eager, atol=1e-4, rtol=1e-4)
 
 
