@@ -1,0 +1,241 @@
+"""ReadbackWorker on the emulator's simulated device: order, errors, backpressure, shutdown, binding."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+import torch
+
+from cc_runtime.readback import CopyDone, ReadbackError, ReadbackShutdownError, ReadbackWorker
+from cc_runtime.readback.backend import DeviceModuleBackend, SimDeviceBackend, backend_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _write_later(sim, dst, value, gate=None):
+    def kernel():
+        if gate is not None:
+            gate.wait()
+        dst.fill_(value)
+
+    sim.launch(kernel, 0.0)
+
+
+def test_backend_for_picks_the_simulated_device(sim_cc):
+    assert isinstance(backend_for(sim_cc), SimDeviceBackend)
+    with pytest.raises(ValueError, match="CPU"):
+        backend_for("cpu")
+
+
+def test_submit_does_not_wait_for_the_producer_and_reads_what_it_wrote(sim_cc, gate):
+    src = sim_cc.zeros((4,), dtype=torch.int64)
+    _write_later(sim_cc, src, 7, gate)  # the "forward pass" is stuck behind the gate
+    with ReadbackWorker(sim_cc) as worker:
+        done = worker.submit_coalesced([src])  # must return although the copy cannot start
+        assert not done.query()
+        gate.open()
+        done.synchronize()
+        assert done.query()
+        (host,) = done.result
+        assert host.tolist() == [7, 7, 7, 7]
+        assert not sim_cc.is_device(host)
+
+
+def test_completion_follows_submission_order(sim_cc, gate):
+    ran: list[int] = []
+    with ReadbackWorker(sim_cc) as worker:
+        first_src = sim_cc.zeros((1,), dtype=torch.int64)
+        _write_later(sim_cc, first_src, 1, gate)
+        dones = [worker.submit(lambda i=i: ran.append(i) or i) for i in range(20)]
+        gate.open()
+        assert [d.result for d in dones] == list(range(20))
+    assert ran == list(range(20))
+
+
+def test_failed_copy_reraises_with_cause_and_later_copies_still_complete(sim_cc):
+    def broken():
+        raise ValueError("decrypt failed")
+
+    with ReadbackWorker(sim_cc) as worker:
+        bad = worker.submit(broken)
+        good = worker.submit(lambda: 42)
+        with pytest.raises(ReadbackError, match="decrypt failed") as info:
+            bad.synchronize()
+        assert isinstance(info.value.__cause__, ValueError)
+        assert bad.query() and good.result == 42
+        with pytest.raises(ReadbackError):  # and again: the error is sticky for this readback
+            bad.synchronize()
+    assert worker.failed == 1 and worker.completed == 1
+
+
+def test_failing_device_work_before_the_copy_fails_the_readback(sim_cc):
+    def kernel():
+        raise RuntimeError("illegal address")
+
+    sim_cc.launch(kernel, 0.0)
+    with ReadbackWorker(sim_cc) as worker:
+        done = worker.submit(lambda: "never valid")
+        with pytest.raises(ReadbackError) as info:
+            done.synchronize()
+        assert "illegal address" in repr(info.value.__cause__) + repr(info.value.__cause__.__cause__)
+
+
+def test_bounded_queue_applies_backpressure(sim_cc, gate):
+    worker = ReadbackWorker(sim_cc, max_pending=2)
+    blocker = worker.submit(gate.wait)  # occupies the worker
+    submitted: list[CopyDone] = []
+
+    def producer():
+        for i in range(6):
+            submitted.append(worker.submit(lambda i=i: i))
+
+    t = threading.Thread(target=producer)
+    t.start()
+    t.join(0.5)
+    assert t.is_alive(), "submit must block while max_pending copies are queued"
+    assert len(submitted) <= 2
+    gate.open()
+    t.join(10)
+    assert not t.is_alive()
+    blocker.synchronize()
+    assert [d.result for d in submitted] == list(range(6))
+    assert worker.shutdown()
+
+
+def test_shutdown_completes_pending_copies(sim_cc, gate):
+    worker = ReadbackWorker(sim_cc)
+    srcs = [sim_cc.zeros((3,), dtype=torch.float32) for _ in range(5)]
+    for i, s in enumerate(srcs):
+        _write_later(sim_cc, s, float(i), gate if i == 0 else None)
+    dones = [worker.submit_coalesced([s]) for s in srcs]
+    threading.Timer(0.2, gate.open).start()
+    assert worker.shutdown(timeout=30) is True
+    assert [d.result[0].tolist() for d in dones] == [[float(i)] * 3 for i in range(5)]
+
+
+def test_shutdown_timeout_fails_pending_copies_instead_of_hanging(sim_cc, gate):
+    worker = ReadbackWorker(sim_cc, shutdown_timeout_s=0.3)
+    stuck = worker.submit(gate.wait)
+    queued = [worker.submit(lambda: 1) for _ in range(3)]
+    assert worker.shutdown() is False
+    for done in [stuck, *queued]:
+        assert done.query()
+        with pytest.raises(ReadbackShutdownError, match="shutdown"):
+            done.synchronize()
+    gate.open()
+
+
+def test_submit_after_shutdown_runs_inline_and_is_not_lost(sim_cc):
+    worker = ReadbackWorker(sim_cc)
+    worker.shutdown()
+    src = sim_cc.zeros((2,), dtype=torch.int32)
+    _write_later(sim_cc, src, 3)
+    done = worker.submit_coalesced([src])
+    assert done.query()
+    assert done.result[0].tolist() == [3, 3]
+    assert worker.shutdown() is True  # idempotent
+
+
+def test_copies_run_on_a_private_stream(sim_cc):
+    with ReadbackWorker(sim_cc) as worker:
+        seen = worker.submit(sim_cc.current_stream).result
+        assert seen is worker.stream
+        assert worker.stream is not sim_cc.current_stream()
+
+
+def test_done_object_stands_in_for_a_cuda_event(sim_cc):
+    with ReadbackWorker(sim_cc) as worker:
+        done = worker.submit(lambda: None)
+        done.record()  # no-op, as upstream code calls copy_done.record()
+        done.record(sim_cc.current_stream())
+        done.wait()
+        assert done.query() and done.error is None
+
+
+class _RecordingModule:
+    """A CPU stand-in for ``torch.cuda`` (no GPU here) that records which device each thread selects."""
+
+    def __init__(self, sim, device: int) -> None:
+        self.sim = sim
+        self.device = device
+        self.selected: dict[str, int] = {}
+
+    def current_device(self) -> int:
+        return self.device
+
+    def set_device(self, device: int) -> None:
+        self.selected[threading.current_thread().name] = device
+
+    def Stream(self):  # noqa: N802
+        return self.sim.Stream()
+
+    def Event(self):  # noqa: N802
+        return self.sim.Event()
+
+    def current_stream(self):
+        return self.sim.current_stream()
+
+    def stream(self, s):
+        return self.sim.stream(s)
+
+
+def test_worker_binds_to_the_device_current_at_creation(sim_off):
+    module = _RecordingModule(sim_off, device=3)
+    backend = DeviceModuleBackend(module)
+    worker = ReadbackWorker(backend, name="bound-worker")
+    module.device = 0  # the caller moves on to another device; the worker must not follow
+    assert worker.submit(lambda: 1).result == 1
+    worker.shutdown()
+    assert worker.device == 3
+    assert module.selected == {"bound-worker": 3}
+
+
+def test_shutdown_timeout_comes_from_settings(monkeypatch, sim_off):
+    monkeypatch.setenv("CC_RUNTIME_SHUTDOWN_TIMEOUT_S", "0.75")
+    worker = ReadbackWorker(sim_off)
+    assert worker.shutdown_timeout_s == 0.75
+    worker.shutdown()
+    monkeypatch.setenv("CC_RUNTIME_SHUTDOWN_TIMEOUT_S", "-1")
+    from cc_runtime.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="CC_RUNTIME_SHUTDOWN_TIMEOUT_S"):
+        ReadbackWorker(sim_off)
+
+
+_EXIT_SCRIPT = textwrap.dedent("""
+    import logging, sys, threading, torch
+    logging.basicConfig(level=logging.ERROR)
+    from cc_runtime.emulator import SimDevice
+    from cc_runtime.readback import ReadbackWorker
+    sim = SimDevice("h100")
+    worker = ReadbackWorker(sim)
+    out = open(sys.argv[1], "w")
+    stuck = threading.Event()
+    for i in range(5):
+        src = sim.zeros((1,), dtype=torch.int64)
+        sim.launch(lambda s=src, i=i: s.fill_(i), 0.05)
+        worker.submit(lambda s=src: out.write(f"{int(sim.to_host(s)[0])}\\n") and out.flush())
+    if sys.argv[2] == "stuck":
+        worker.submit(stuck.wait)
+    print("exiting", flush=True)
+    # no shutdown: the at-exit hook must drain (or, when stuck, give up after the bounded wait)
+""")
+
+
+@pytest.mark.parametrize("mode", ["drain", "stuck"])
+def test_at_exit_shutdown_drains_pending_copies_with_a_bounded_wait(tmp_path, mode):
+    out = tmp_path / "out.txt"
+    script = tmp_path / "exit_script.py"
+    script.write_text(_EXIT_SCRIPT)
+    env = {**os.environ, "CC_RUNTIME_SHUTDOWN_TIMEOUT_S": "3"}
+    proc = subprocess.run([sys.executable, str(script), str(out), mode], env=env, capture_output=True,
+                          text=True, timeout=45)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text().split() == ["0", "1", "2", "3", "4"]
+    if mode == "stuck":
+        assert "did not finish within 3" in proc.stderr or "timed out" in proc.stderr
