@@ -19,9 +19,10 @@ How, per version (patch points: shared upstream-map.md; every change goes throug
   ``Scheduler._copy_result_to_cpu``): upstream's worker is kept; every ``copy_to_cpu`` (worker or
   inline) is coalesced into one crossing.
 
-Coalescing is version-agnostic: while upstream's ``copy_to_cpu`` body runs, a thread-local
-``TorchFunctionMode`` defers each small ``tensor.to("cpu")`` / ``.cpu()`` and hands back a host
-placeholder; when the body returns, the deferred tensors are packed on the device (one kernel), copied
+Coalescing: while upstream's ``copy_to_cpu`` body runs, each small device->host copy it asks for is
+deferred and answered with a host placeholder: on 0.5.12 - 0.5.22 a thread-local ``TorchFunctionMode``
+catches ``tensor.to("cpu")`` / ``.cpu()``; on 0.5.23 the body's single copy primitive
+(``managers.utils._async_d2h``, also handed to the sub-holders' ``map_device_tensors``) is replaced; when the body returns, the deferred tensors are packed on the device (one kernel), copied
 in one crossing and the placeholders become views of the host buffer. A CUDA ``copy_done`` event the
 body recorded is recorded again after that crossing, so ``copy_done.synchronize()`` still covers it.
 
@@ -106,59 +107,95 @@ def _cpu_target(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, bo
         return False, False
 
 
-def _make_collector(backend_of: Any, max_bytes: int) -> Any:
+class _Collector:
+    """Small device->host copies deferred while one ``copy_to_cpu`` body runs, crossed once at flush."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.deferred: list[tuple[Any, Any]] = []  # (device source, host placeholder)
+        self.non_blocking = True
+
+    def defer(self, src: Any, non_blocking: bool) -> Any:
+        """A host placeholder for ``src`` if it qualifies, else None (the caller copies it itself)."""
+        import torch
+
+        if not isinstance(src, torch.Tensor) or src.layout != torch.strided \
+                or src.numel() * src.element_size() > self.max_bytes:
+            return None
+        backend = _backend_of(src)
+        if backend is None or not backend.is_device_tensor(src):
+            return None
+        placeholder = torch.empty(src.shape, dtype=src.dtype)
+        self.deferred.append((src, placeholder))
+        self.non_blocking = self.non_blocking and non_blocking
+        return placeholder
+
+    def flush(self) -> int:
+        """Issue the deferred copies (one crossing); returns how many tensors it carried."""
+        from ..readback.coalesce import read_coalesced
+
+        if not self.deferred:
+            return 0
+        srcs = [s for s, _ in self.deferred]
+        backend = _backend_of(srcs[0])
+        pin = self.non_blocking and srcs[0].device.type == "cuda"
+        try:
+            hosts = read_coalesced(srcs, backend=backend, non_blocking=self.non_blocking, pin_memory=pin)
+        except RuntimeError:
+            if not pin:
+                raise
+            # Pinned allocation refused (as CC may do): pageable memory, still one crossing.
+            hosts = read_coalesced(srcs, backend=backend, non_blocking=False, pin_memory=False)
+        for (_, placeholder), host in zip(self.deferred, hosts, strict=True):
+            placeholder.set_(host)  # the placeholder the body stored now is a view of the host buffer
+        n, self.deferred = len(self.deferred), []
+        return n
+
+
+_tls = threading.local()
+
+
+def _current_collector() -> _Collector | None:
+    return getattr(_tls, "collector", None)
+
+
+def _make_mode(collector: _Collector) -> Any:
     import torch
     from torch.overrides import TorchFunctionMode
 
-    class CollectDeviceToHost(TorchFunctionMode):
+    class DeferDeviceToHost(TorchFunctionMode):
         """Within ``with``: small ``t.to("cpu")`` / ``t.cpu()`` of device tensors return placeholders."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.deferred: list[tuple[torch.Tensor, torch.Tensor]] = []
-            self.non_blocking = True
 
         def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                                kwargs: dict[str, Any] | None = None) -> Any:
             kwargs = kwargs or {}
-            if func is torch.Tensor.to or func is torch.Tensor.cpu:
-                src = args[0] if args else None
+            if (func is torch.Tensor.to or func is torch.Tensor.cpu) and args:
                 if func is torch.Tensor.cpu:
                     to_cpu, nb = len(args) == 1 and not kwargs, False
                 else:
                     to_cpu, nb = _cpu_target(args, kwargs)
-                if to_cpu and isinstance(src, torch.Tensor) and src.layout == torch.strided \
-                        and src.numel() * src.element_size() <= max_bytes:
-                    backend = backend_of(src)
-                    if backend is not None and backend.is_device_tensor(src):
-                        placeholder = torch.empty(src.shape, dtype=src.dtype)
-                        self.deferred.append((src, placeholder))
-                        self.non_blocking = self.non_blocking and nb
+                if to_cpu:
+                    placeholder = collector.defer(args[0], nb)
+                    if placeholder is not None:
                         return placeholder
             return func(*args, **kwargs)
 
-        def flush(self) -> int:
-            """Issue the deferred copies (one crossing); returns how many tensors it carried."""
-            from ..readback.coalesce import read_coalesced
+    return DeferDeviceToHost()
 
-            if not self.deferred:
-                return 0
-            srcs = [s for s, _ in self.deferred]
-            backend = backend_of(srcs[0])
-            pin = self.non_blocking and srcs[0].device.type == "cuda"
-            try:
-                hosts = read_coalesced(srcs, backend=backend, non_blocking=self.non_blocking, pin_memory=pin)
-            except RuntimeError:
-                if not pin:
-                    raise
-                # Pinned allocation refused (as CC may do): pageable memory, still one crossing.
-                hosts = read_coalesced(srcs, backend=backend, non_blocking=False, pin_memory=False)
-            for (_, placeholder), host in zip(self.deferred, hosts, strict=True):
-                placeholder.set_(host)  # the placeholder the body stored now is a view of the host buffer
-            n, self.deferred = len(self.deferred), []
-            return n
 
-    return CollectDeviceToHost()
+def _collecting_async_d2h(original: Any) -> Any:
+    """SGLang 0.5.23's ``managers.utils._async_d2h`` (the one copy primitive of ``copy_to_cpu``), deferring."""
+
+    def async_d2h(tensor: Any) -> Any:
+        collector = _current_collector()
+        if collector is not None:
+            placeholder = collector.defer(tensor, non_blocking=False)
+            if placeholder is not None:
+                return placeholder
+        return original(tensor)
+
+    async_d2h.__wrapped__ = original  # type: ignore[attr-defined]
+    return async_d2h
 
 
 def _backend_of(tensor: Any) -> Any:
@@ -184,9 +221,13 @@ def run_coalesced(body: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[
     """Run upstream's ``copy_to_cpu`` body with its small device->host copies coalesced into one."""
     from ..readback.coalesce import DEFAULT_MAX_COALESCE_BYTES
 
-    collector = _make_collector(_backend_of, DEFAULT_MAX_COALESCE_BYTES)
-    with collector:
-        result = body(*args, **kwargs)
+    collector = _Collector(DEFAULT_MAX_COALESCE_BYTES)
+    outer, _tls.collector = _current_collector(), collector
+    try:
+        with _make_mode(collector):
+            result = body(*args, **kwargs)
+    finally:
+        _tls.collector = outer
     if collector.flush():
         done = getattr(instance, "copy_done", None)
         if done is not None and not _is_host_done(done):
@@ -293,7 +334,12 @@ def _apply_worker(ctx: PatchContext) -> None:
 
 
 def _apply_coalesce(ctx: PatchContext) -> None:
+    from sglang.srt.managers import utils as utils_mod
+
     sched, gbr = _check_shape(require_worker_upstream=True)
+    if not callable(getattr(utils_mod, "_async_d2h", None)):
+        raise RuntimeError("sglang.srt.managers.utils._async_d2h not found (0.5.23 patch point moved)")
+    ctx.replace(utils_mod, "_async_d2h", _collecting_async_d2h(utils_mod._async_d2h))
     ctx.wrap(sched, "init_overlap", _init_overlap_bind_only)
     ctx.wrap(gbr, "copy_to_cpu", _copy_to_cpu_coalesced)
     ctx.on_revert(STATE.reset)
