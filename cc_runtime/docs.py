@@ -30,8 +30,10 @@ BLOCKS = {"env-table": env_table, "patch-table": patch_table}
 
 def render(text: str) -> str:
     for name, make in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
-        block = make()
+        pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
+        if not pattern.search(text):
+            raise ValueError(f"README has no <!-- {name}:start/end --> block")
+        block = make() + "\n"
         text = pattern.sub(lambda m, block=block: m.group(1) + block + m.group(2), text)  # type: ignore[misc]
     return text
 
