@@ -112,11 +112,26 @@ def _settings() -> dict[str, Any]:
     return out
 
 
+def _timer(gpu: dict[str, Any]) -> dict[str, Any] | None:
+    """Which kernel timer autotuners get here, with its self-test (GPU only: it launches stamp kernels)."""
+    cuda = gpu.get("torch_cuda")
+    if not (isinstance(cuda, dict) and cuda.get("available")):
+        return None
+    try:
+        from .timer import failures, get_timer
+
+        return {**get_timer().describe(), "failures": failures()}
+    except Exception as exc:  # noqa: BLE001
+        return {"timer": None, "error": f"{type(exc).__name__}: {exc}"}
+
+
 def collect() -> dict[str, Any]:
+    gpu = _gpu()
     return {
         "cc": _cc(),
         "versions": _versions(),
-        "gpu": _gpu(),
+        "gpu": gpu,
+        "timer": _timer(gpu),
         "platform": {"system": platform.platform(), "machine": platform.machine(), "executable": sys.executable},
         "settings": _settings(),
         "patches": _patches(),
@@ -137,6 +152,8 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"  driver:    {gpu.get('driver')}")
     lines.append(f"  GPUs:      {', '.join(gpu.get('devices') or []) or 'none'}")
     lines.append(f"  torch.cuda: {gpu.get('torch_cuda')}")
+    if report.get("timer"):
+        lines.append(f"  kernel timer: {report['timer']}")
     lines.append("  versions:")
     for k, v in report["versions"].items():
         lines.append(f"    {k:<18} {v or 'not installed'}")
