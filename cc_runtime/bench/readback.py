@@ -81,10 +81,11 @@ def _config(ctx: BenchContext) -> Config:
     per_req_us = x.get("host_us_per_req")
     if per_req_us is None:
         per_req_us = 2.0
-    steps = x.get("steps") or (120 if quick else 400)
+    # A GPU run is part of the ~6 min GPU check: fewer, longer steps there.
+    steps = x.get("steps") or (120 if quick else 200 if cuda else 400)
     soak = x.get("soak_steps") or (100_000 if ctx.long else 0)
     return Config(step_s=step_ms / 1e3, host_s=host_ms / 1e3, host_per_req_s=per_req_us / 1e6, steps=steps,
-                  warmup=10, reps=2 if quick else 3, batch_sizes=sizes, soak_steps=soak)
+                  warmup=10, reps=2 if quick or cuda else 3, batch_sizes=sizes, soak_steps=soak)
 
 
 # -- the device side, per platform -------------------------------------------------------------
@@ -222,9 +223,9 @@ def _arm_env(ctx: BenchContext, arm: str, cfg: Config) -> Iterator[_Env]:
             finally:
                 if env.worker is not None:
                     env.worker.shutdown()
-                self_sync = getattr(env, "torch", None)
-                if self_sync is not None:
-                    self_sync.cuda.synchronize()
+                import torch
+
+                torch.cuda.synchronize()
         return
     from ..emulator import SimDevice
 

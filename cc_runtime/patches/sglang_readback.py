@@ -163,14 +163,19 @@ def _make_mode(collector: _Collector) -> Any:
     import torch
     from torch.overrides import TorchFunctionMode
 
+    # The C methods too: a wrapper installed over Tensor.to (the CC emulator's copy hook) hands the
+    # mode the original C method, not the wrapper.
+    to_funcs = (torch.Tensor.to, torch._C.TensorBase.to)
+    cpu_funcs = (torch.Tensor.cpu, torch._C.TensorBase.cpu)
+
     class DeferDeviceToHost(TorchFunctionMode):
         """Within ``with``: small ``t.to("cpu")`` / ``t.cpu()`` of device tensors return placeholders."""
 
         def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                                kwargs: dict[str, Any] | None = None) -> Any:
             kwargs = kwargs or {}
-            if (func is torch.Tensor.to or func is torch.Tensor.cpu) and args:
-                if func is torch.Tensor.cpu:
+            if (func in to_funcs or func in cpu_funcs) and args:
+                if func in cpu_funcs:
                     to_cpu, nb = len(args) == 1 and not kwargs, False
                 else:
                     to_cpu, nb = _cpu_target(args, kwargs)
