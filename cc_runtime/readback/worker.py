@@ -189,6 +189,7 @@ class ReadbackWorker:
         self._items: deque[_Item] = deque()
         self._current: _Item | None = None
         self._closed = False
+        self._bind_error: BaseException | None = None
         self._seq = 0
         self.completed = 0
         self.failed = 0
@@ -216,7 +217,7 @@ class ReadbackWorker:
                 self._items.append(_Item(seq, ready, fn, args, kwargs, done))
                 self._cv.notify_all()
                 return done
-        self._run_inline(ready, fn, args, kwargs, done)
+        self._run_inline(fn, args, kwargs, done)
         return done
 
     def submit_coalesced(self, tensors: Sequence[torch.Tensor], **kwargs: Any) -> CopyDone:
@@ -268,9 +269,7 @@ class ReadbackWorker:
             self.backend.set_device(self.device)
         except Exception as exc:  # noqa: BLE001 - fail every copy with the cause instead of dying silently
             log.error("cc_runtime: readback worker cannot select device %s: %s", self.device, exc)
-            self._bind_error: BaseException | None = exc
-        else:
-            self._bind_error = None
+            self._bind_error = exc
         try:
             while True:
                 with self._cv:
@@ -306,8 +305,10 @@ class ReadbackWorker:
         if item.done._finish(result, None):
             self.completed += 1
 
-    def _run_inline(self, ready: Any, fn: Callable[..., Any], args: tuple[Any, ...],
-                    kwargs: dict[str, Any], done: CopyDone) -> None:
+    def _run_inline(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                    done: CopyDone) -> None:
+        # On the caller's thread and current stream (the one that produced the sources): stream
+        # order replaces the readiness event; the marker makes the data valid before we return.
         try:
             result = fn(*args, **kwargs)
             marker = self.backend.new_event()

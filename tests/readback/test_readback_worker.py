@@ -239,3 +239,17 @@ def test_at_exit_shutdown_drains_pending_copies_with_a_bounded_wait(tmp_path, mo
     assert out.read_text().split() == ["0", "1", "2", "3", "4"]
     if mode == "stuck":
         assert "did not finish within 3" in proc.stderr or "timed out" in proc.stderr
+
+
+def test_a_worker_that_cannot_select_its_device_fails_copies_with_the_cause(sim_off):
+    module = _RecordingModule(sim_off, device=1)
+
+    def refuse(device: int) -> None:
+        raise RuntimeError("CUDA error: invalid device ordinal")
+
+    module.set_device = refuse  # type: ignore[method-assign]
+    worker = ReadbackWorker(DeviceModuleBackend(module))
+    done = worker.submit(lambda: 1)
+    with pytest.raises(ReadbackError, match="invalid device ordinal"):
+        done.synchronize(timeout=10)
+    assert worker.shutdown() is True
