@@ -335,6 +335,8 @@ def run(ctx: BenchContext) -> BenchResult:
     if cfg.soak_steps:
         summary.update(_soak(ctx, cfg, wait_s))
         notes.append(f"soak: {cfg.soak_steps} steps of the cc_runtime arm, every token id checked")
+    if ctx.plot_path and not _plot(ctx.plot_path, rows, label):
+        notes.append("plot skipped: matplotlib is not installed (pip install 'cc-runtime[bench]')")
     return BenchResult(
         benchmark="readback",
         summary=summary,
@@ -344,6 +346,29 @@ def run(ctx: BenchContext) -> BenchResult:
         title=f"readback: decode steps/s, CC off vs {label} CC ({ctx.emulate}) inline vs cc_runtime",
         environment={"label": label},
     )
+
+
+def _plot(path: str, rows: list[dict[str, Any]], label: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    batches = [r["batch"] for r in rows]
+    for arm in ARMS:
+        ax.plot(batches, [r[f"{arm}_steps_s"] for r in rows], marker="o", label=arm)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("decode steps/s")
+    ax.set_title(f"readback under CC ({label})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
 
 
 def _soak(ctx: BenchContext, cfg: Config, wait: Callable[[float], None]) -> dict[str, float | int | None]:

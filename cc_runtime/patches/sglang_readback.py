@@ -37,6 +37,9 @@ What stays inline (copied on the scheduler thread, still coalesced), and why:
 * non-overlap paths (0.5.23's non-overlap speculative path, ``_copy_auxiliary_output_to_cpu``, the
   pipeline-parallel mixin): the scheduler consumes the result in the same iteration, so a worker
   cannot hide the wait; coalescing still removes crossings.
+* embedding / reward results (``EmbeddingBatchResult.copy_to_cpu`` in the overlap branch): the pooled
+  output can come from a CUDA-graph replay (0.5.23 reports ``can_run_cuda_graph`` for embeddings), so
+  it may alias graph buffers; left to upstream, not coalesced.
 * ``.copy_(...)`` into a caller-provided host tensor (SGLang's pinned ``async_d2h`` when pinning is on,
   i.e. not under CC): left as is, because the destination may alias a larger host buffer.
 
