@@ -38,7 +38,7 @@ ARMS = ("cc_off", "cc_inline", "cc_runtime")
 TOPK = 5
 RING = 4  # output buffer sets reused round-robin (deeper than the 2-step overlap pipeline)
 COLUMNS = ["batch", "cc_off_steps_s", "cc_inline_steps_s", "cc_runtime_steps_s", "uncorrected_ratio",
-           "ratio", "inline_transfers", "runtime_transfers"]
+           "ratio", "speedup_vs_inline", "inline_transfers", "runtime_transfers"]
 
 
 def add_arguments(parser: Any) -> None:
@@ -177,8 +177,10 @@ class _CudaEnv(_Env):
 
     def outputs(self, bs: int) -> list[Any]:
         torch = self.torch
-        return [torch.zeros(bs, dtype=torch.int64, device="cuda"), torch.zeros(bs, device="cuda"),
+        outs = [torch.zeros(bs, dtype=torch.int64, device="cuda"), torch.zeros(bs, device="cuda"),
                 torch.zeros(bs, TOPK, device="cuda"), torch.zeros(bs, TOPK, dtype=torch.int64, device="cuda")]
+        torch.cuda.synchronize()  # zeroed on the default stream; the forward stream writes them next
+        return outs
 
     def forward(self, outs: list[Any], step: int) -> None:
         torch = self.torch
@@ -212,8 +214,10 @@ def _arm_env(ctx: BenchContext, arm: str, cfg: Config) -> Iterator[_Env]:
     if ctx.device == "cuda":
         from ..emulator import cuda as emu
 
+        # Under real CC there is nothing to emulate (and no CC-off arm): the GPU is measured as it is.
         cm: contextlib.AbstractContextManager[Any] = (
-            contextlib.nullcontext() if arm == "cc_off" else emu.emulate(ctx.emulate, seed=ctx.seed))
+            contextlib.nullcontext() if arm == "cc_off" or _real_cc(ctx)
+            else emu.emulate(ctx.emulate, seed=ctx.seed))
         with cm:
             env: _Env = _CudaEnv(cfg.step_s)
             if arm == "cc_runtime":  # started inside emulation so its thread pays CC launch costs too
@@ -238,6 +242,12 @@ def _arm_env(ctx: BenchContext, arm: str, cfg: Config) -> Iterator[_Env]:
         finally:
             if env.worker is not None:
                 env.worker.shutdown()
+
+
+def _real_cc(ctx: BenchContext) -> bool:
+    from ..detect import cc_state
+
+    return ctx.device == "cuda" and cc_state().real
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -292,11 +302,13 @@ def run(ctx: BenchContext) -> BenchResult:
     from ..emulator.clock import wait_s
 
     cfg = _config(ctx)
-    label = "emulated" if ctx.device == "cuda" else "simulated"
+    real = _real_cc(ctx)
+    label = "real CC" if real else "emulated" if ctx.device == "cuda" else "simulated"
+    arms = ARMS[1:] if real else ARMS  # no CC-off arm on a machine whose GPU is in CC mode
     best: dict[tuple[int, str], float] = {}
     transfers: dict[tuple[int, str], float] = {}
     errors = 0
-    work = [(bs, rep, arm) for bs in cfg.batch_sizes for rep in range(cfg.reps) for arm in ARMS]
+    work = [(bs, rep, arm) for bs in cfg.batch_sizes for rep in range(cfg.reps) for arm in arms]
     for bs, _rep, arm in progress(work, desc="readback", total=len(work)):
         with _arm_env(ctx, arm, cfg) as env:
             sps, tps, bad = _run_loop(env, arm, bs, cfg, cfg.steps, wait_s)
@@ -304,22 +316,25 @@ def run(ctx: BenchContext) -> BenchResult:
         best[(bs, arm)] = max(best.get((bs, arm), 0.0), sps)
         transfers[(bs, arm)] = tps
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for bs in cfg.batch_sizes:
-        off = best[(bs, "cc_off")]
+        off = best.get((bs, "cc_off"))
+        inline, fixed = best[(bs, "cc_inline")], best[(bs, "cc_runtime")]
         rows.append({
             "batch": bs,
             "cc_off_steps_s": off,
-            "cc_inline_steps_s": best[(bs, "cc_inline")],
-            "cc_runtime_steps_s": best[(bs, "cc_runtime")],
-            "uncorrected_ratio": best[(bs, "cc_inline")] / off,
-            "ratio": best[(bs, "cc_runtime")] / off,
+            "cc_inline_steps_s": inline,
+            "cc_runtime_steps_s": fixed,
+            "uncorrected_ratio": inline / off if off else None,
+            "ratio": fixed / off if off else None,
+            "speedup_vs_inline": fixed / inline,
             "inline_transfers": transfers[(bs, "cc_inline")],
             "runtime_transfers": transfers[(bs, "cc_runtime")],
         })
     summary: dict[str, float | int | None] = {
-        "ratio_vs_cc_off": min(r["ratio"] for r in rows),
-        "uncorrected_ratio_vs_cc_off": min(r["uncorrected_ratio"] for r in rows),
+        "ratio_vs_cc_off": None if real else min(r["ratio"] for r in rows),
+        "uncorrected_ratio_vs_cc_off": None if real else min(r["uncorrected_ratio"] for r in rows),
+        "speedup_vs_inline": min(r["speedup_vs_inline"] for r in rows),
         "transfers_per_step": max(r["runtime_transfers"] for r in rows),
         "inline_transfers_per_step": max(r["inline_transfers"] for r in rows),
         "readback_errors": errors,
@@ -327,7 +342,7 @@ def run(ctx: BenchContext) -> BenchResult:
         "host_ms": cfg.host_s * 1e3,
     }
     notes = [
-        f"{label}: CC arms use profile {ctx.emulate}; device step {cfg.step_s * 1e3:g} ms, host work "
+        f"{label}: CC arms use {'the real CC GPU' if real else 'profile ' + ctx.emulate}; device step {cfg.step_s * 1e3:g} ms, host work "
         f"{cfg.host_s * 1e3:g} ms + {cfg.host_per_req_s * 1e6:g} us/request; best of {cfg.reps} runs of "
         f"{cfg.steps} steps",
         "goal: ratio_vs_cc_off >= 0.98 on a GPU, >= 0.95 on the CPU simulation",
@@ -359,7 +374,8 @@ def _plot(path: str, rows: list[dict[str, Any]], label: str) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4))
     batches = [r["batch"] for r in rows]
     for arm in ARMS:
-        ax.plot(batches, [r[f"{arm}_steps_s"] for r in rows], marker="o", label=arm)
+        if rows[0][f"{arm}_steps_s"] is not None:
+            ax.plot(batches, [r[f"{arm}_steps_s"] for r in rows], marker="o", label=arm)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel("decode steps/s")
