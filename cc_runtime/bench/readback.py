@@ -358,7 +358,8 @@ def run(ctx: BenchContext) -> BenchResult:
         rows=rows,
         columns=COLUMNS,
         notes=notes,
-        title=f"readback: decode steps/s, CC off vs {label} CC ({ctx.emulate}) inline vs cc_runtime",
+        title=("readback: decode steps/s on a real CC GPU, inline vs cc_runtime" if real else
+               f"readback: decode steps/s, CC off vs {label} CC ({ctx.emulate}) inline vs cc_runtime"),
         environment={"label": label},
     )
 
