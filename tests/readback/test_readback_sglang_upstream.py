@@ -335,3 +335,27 @@ def test_real_overlap_loop_processes_every_step_in_order(sg, cuda, monkeypatch, 
     with pytest.raises(Stop):
         sg.Scheduler.event_loop_overlap(s)
     assert processed == [[i] * bs for i in range(n)]
+
+
+def test_deactivate_restores_every_patched_object_and_stops_the_worker(sg, cuda, monkeypatch):
+    from cc_runtime.patches import sglang_readback
+
+    originals = (sg.GBR.__dict__["copy_to_cpu"], sg.Scheduler.__dict__["init_overlap"],
+                 getattr(sg.utils, "_async_d2h", None))
+    runtime._reset_for_tests()
+    cc_runtime.activate(cc="1")
+    try:
+        assert sg.GBR.__dict__["copy_to_cpu"] is not originals[0]
+        assert sg.Scheduler.__dict__["init_overlap"] is not originals[1]
+        s = _stub_scheduler(sg, cuda, monkeypatch)
+        worker = sglang_readback.STATE.worker
+        assert (worker is not None) == (sg.version == "0.5.12")
+        assert getattr(s, "cc_runtime_readback_worker", None) is worker
+    finally:
+        runtime.deactivate()
+    assert (sg.GBR.__dict__["copy_to_cpu"], sg.Scheduler.__dict__["init_overlap"],
+            getattr(sg.utils, "_async_d2h", None)) == originals
+    assert sglang_readback.STATE.worker is None and sglang_readback.STATE.backend is None
+    if worker is not None:
+        assert worker.closed
+    runtime._reset_for_tests()
