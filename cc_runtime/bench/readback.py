@@ -42,7 +42,9 @@ COLUMNS = ["batch", "cc_off_steps_s", "cc_inline_steps_s", "cc_runtime_steps_s",
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("--step-ms", type=float, default=None, help="device time per decode step")
+    parser.add_argument("--step-ms", type=float, default=None, help="device time per decode step (batch 1)")
+    parser.add_argument("--step-us-per-req", type=float, default=None,
+                        help="extra device time per request in the batch (KV reads grow with batch)")
     parser.add_argument("--host-ms", type=float, default=None, help="host scheduling work per step (batch 1)")
     parser.add_argument("--host-us-per-req", type=float, default=None, help="extra host work per request")
     parser.add_argument("--steps", type=int, default=None, help="measured steps per run")
@@ -53,6 +55,7 @@ def add_arguments(parser: Any) -> None:
 @dataclass
 class Config:
     step_s: float
+    step_per_req_s: float
     host_s: float
     host_per_req_s: float
     steps: int
@@ -64,6 +67,9 @@ class Config:
 
     def host_work_s(self, bs: int) -> float:
         return self.host_s + bs * self.host_per_req_s
+
+    def step_time_s(self, bs: int) -> float:
+        return self.step_s + bs * self.step_per_req_s
 
 
 def _config(ctx: BenchContext) -> Config:
@@ -82,9 +88,12 @@ def _config(ctx: BenchContext) -> Config:
     if per_req_us is None:
         per_req_us = 2.0
     # A GPU run is part of the ~6 min GPU check: fewer, longer steps there.
+    step_per_req_us = x.get("step_us_per_req")
+    if step_per_req_us is None:
+        step_per_req_us = 5.0
     steps = x.get("steps") or (120 if quick else 200 if cuda else 400)
     soak = x.get("soak_steps") or (100_000 if ctx.long else 0)
-    return Config(step_s=step_ms / 1e3, host_s=host_ms / 1e3, host_per_req_s=per_req_us / 1e6, steps=steps,
+    return Config(step_s=step_ms / 1e3, step_per_req_s=step_per_req_us / 1e6, host_s=host_ms / 1e3, host_per_req_s=per_req_us / 1e6, steps=steps,
                   warmup=10, reps=2 if quick or cuda else 3, batch_sizes=sizes, soak_steps=soak)
 
 
@@ -208,7 +217,7 @@ class _CudaEnv(_Env):
 
 
 @contextlib.contextmanager
-def _arm_env(ctx: BenchContext, arm: str, cfg: Config) -> Iterator[_Env]:
+def _arm_env(ctx: BenchContext, arm: str, cfg: Config, bs: int) -> Iterator[_Env]:
     from ..readback import ReadbackWorker
 
     if ctx.device == "cuda":
@@ -219,7 +228,7 @@ def _arm_env(ctx: BenchContext, arm: str, cfg: Config) -> Iterator[_Env]:
             contextlib.nullcontext() if arm == "cc_off" or _real_cc(ctx)
             else emu.emulate(ctx.emulate, seed=ctx.seed))
         with cm:
-            env: _Env = _CudaEnv(cfg.step_s)
+            env: _Env = _CudaEnv(cfg.step_time_s(bs))
             if arm == "cc_runtime":  # started inside emulation so its thread pays CC launch costs too
                 env.worker = ReadbackWorker("cuda")
             try:
@@ -234,7 +243,7 @@ def _arm_env(ctx: BenchContext, arm: str, cfg: Config) -> Iterator[_Env]:
     from ..emulator import SimDevice
 
     with SimDevice(None if arm == "cc_off" else ctx.emulate, name=f"sim-{arm}", seed=ctx.seed) as sim:
-        env = _SimEnv(sim, cfg.step_s)
+        env = _SimEnv(sim, cfg.step_time_s(bs))
         if arm == "cc_runtime":
             env.worker = ReadbackWorker(sim)
         try:
@@ -310,7 +319,7 @@ def run(ctx: BenchContext) -> BenchResult:
     errors = 0
     work = [(bs, rep, arm) for bs in cfg.batch_sizes for rep in range(cfg.reps) for arm in arms]
     for bs, _rep, arm in progress(work, desc="readback", total=len(work)):
-        with _arm_env(ctx, arm, cfg) as env:
+        with _arm_env(ctx, arm, cfg, bs) as env:
             sps, tps, bad = _run_loop(env, arm, bs, cfg, cfg.steps, wait_s)
         errors += bad
         best[(bs, arm)] = max(best.get((bs, arm), 0.0), sps)
@@ -339,10 +348,12 @@ def run(ctx: BenchContext) -> BenchResult:
         "inline_transfers_per_step": max(r["inline_transfers"] for r in rows),
         "readback_errors": errors,
         "step_ms": cfg.step_s * 1e3,
+        "step_us_per_req": cfg.step_per_req_s * 1e6,
         "host_ms": cfg.host_s * 1e3,
     }
     notes = [
-        f"{label}: CC arms use {'the real CC GPU' if real else 'profile ' + ctx.emulate}; device step {cfg.step_s * 1e3:g} ms, host work "
+        f"{label}: CC arms use {'the real CC GPU' if real else 'profile ' + ctx.emulate}; device step "
+        f"{cfg.step_s * 1e3:g} ms + {cfg.step_per_req_s * 1e6:g} us/request, host work "
         f"{cfg.host_s * 1e3:g} ms + {cfg.host_per_req_s * 1e6:g} us/request; best of {cfg.reps} runs of "
         f"{cfg.steps} steps",
         "goal: ratio_vs_cc_off >= 0.98 on a GPU, >= 0.95 on the CPU simulation",
@@ -390,9 +401,9 @@ def _plot(path: str, rows: list[dict[str, Any]], label: str) -> bool:
 
 def _soak(ctx: BenchContext, cfg: Config, wait: Callable[[float], None]) -> dict[str, float | int | None]:
     """100k steps through the worker with short steps: nothing lost, reordered or hung."""
-    soak_cfg = Config(step_s=min(cfg.step_s, 2e-4), host_s=5e-5, host_per_req_s=0.0, steps=cfg.soak_steps,
+    soak_cfg = Config(step_s=min(cfg.step_s, 2e-4), step_per_req_s=0.0, host_s=5e-5, host_per_req_s=0.0, steps=cfg.soak_steps,
                       warmup=0, reps=1, batch_sizes=[64])
-    with _arm_env(ctx, "cc_runtime", soak_cfg) as env:
+    with _arm_env(ctx, "cc_runtime", soak_cfg, 64) as env:
         t0 = time.perf_counter()
         sps, tps, bad = _run_loop(env, "cc_runtime", 64, soak_cfg, soak_cfg.steps, wait)
         failed = env.worker.failed
