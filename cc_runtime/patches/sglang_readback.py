@@ -271,15 +271,23 @@ def _bind_scheduler(scheduler: Any, *, start_worker: bool) -> None:
     log.info("cc_runtime: CC readback worker started for the overlap scheduler on %s", backend.name)
 
 
+def _safe_bind(scheduler: Any, start_worker: bool) -> None:
+    try:
+        _bind_scheduler(scheduler, start_worker=start_worker)
+    except Exception as exc:  # noqa: BLE001 - the scheduler must start even if our worker cannot
+        log.error("cc_runtime: readback worker not started (%s: %s); SGLang keeps its own readback",
+                  type(exc).__name__, exc)
+
+
 def _init_overlap_with_worker(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     result = wrapped(*args, **kwargs)
-    _bind_scheduler(instance, start_worker=True)
+    _safe_bind(instance, start_worker=True)
     return result
 
 
 def _init_overlap_bind_only(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     result = wrapped(*args, **kwargs)
-    _bind_scheduler(instance, start_worker=False)
+    _safe_bind(instance, start_worker=False)
     return result
 
 
