@@ -128,11 +128,8 @@ class _SimEnv(_Env):
     def outputs(self, bs: int) -> list[Any]:
         import torch
 
-        from ..readback.backend import _gc_paused
-
-        with _gc_paused():
-            return [self.sim.zeros((bs,), dtype=torch.int64), self.sim.zeros((bs,), dtype=torch.float32),
-                    self.sim.zeros((bs, TOPK), dtype=torch.float32), self.sim.zeros((bs, TOPK), dtype=torch.int64)]
+        return [self.sim.zeros((bs,), dtype=torch.int64), self.sim.zeros((bs,), dtype=torch.float32),
+                self.sim.zeros((bs, TOPK), dtype=torch.float32), self.sim.zeros((bs, TOPK), dtype=torch.int64)]
 
     def forward(self, outs: list[Any], step: int) -> None:
         def kernel() -> None:

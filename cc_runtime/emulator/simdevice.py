@@ -246,7 +246,9 @@ class SimDevice:
         self.cc = self.profile.cc
         self.name = name
         self.event_corruption = EventCorruption(self.profile, seed)
-        self._lock = threading.Lock()
+        # Reentrant: the weakref callback that forgets freed device tensors takes this lock, and a GC
+        # pass can run that callback on a thread that already holds it (inside Stream()/mark_device).
+        self._lock = threading.RLock()
         self._resident: dict[int, weakref.ref[Any]] = {}
         self._local = threading.local()
         self._streams: list[SimStream] = []

@@ -10,7 +10,6 @@ out; the protocol only needs ``Event.record()`` (on the current stream), ``Event
 from __future__ import annotations
 
 import contextlib
-import gc
 import itertools
 import logging
 from collections.abc import Callable
@@ -143,8 +142,7 @@ class SimDeviceBackend(_Counting):
         pass  # one simulated device per SimDevice object: nothing to select
 
     def new_stream(self) -> Any:
-        with _gc_paused():
-            return self.sim.Stream()
+        return self.sim.Stream()
 
     def current_stream(self) -> Any:
         return self.sim.current_stream()
@@ -171,22 +169,7 @@ class SimDeviceBackend(_Counting):
     def device_empty(self, nbytes: int, like: torch.Tensor) -> torch.Tensor:
         import torch
 
-        with _gc_paused():
-            return self.sim.empty(nbytes, dtype=torch.uint8)  # type: ignore[no-any-return]
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Any:
-    # SimDevice holds a non-reentrant lock while it registers memory or creates a stream, and its
-    # weakref callback for freed device tensors takes the same lock: a cyclic GC pass landing inside
-    # that window deadlocks the thread. Allocation is what triggers GC, so pause it for these calls.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+        return self.sim.empty(nbytes, dtype=torch.uint8)  # type: ignore[no-any-return]
 
 
 def _is_simdevice(obj: Any) -> bool:

@@ -174,3 +174,27 @@ def test_graph_capture_records_and_replay_runs_nodes_in_order(sim) -> None:
     g.replay()
     sim.synchronize()
     assert order == [0, 1, 2, 3, 4] * 2 and sim.stats["graph_replays"] == 2
+
+
+@pytest.mark.timeout(20)
+def test_freed_device_tensor_callback_under_the_device_lock_does_not_deadlock():
+    """A GC pass can free a device tensor while this thread is inside SimDevice (holding its lock);
+    the weakref callback then takes the same lock. With a plain Lock that hung the readback tests."""
+    sim = SimDevice(None)
+    try:
+        t = sim.empty(4)
+        done = threading.Event()
+
+        def free_while_locked():
+            nonlocal t
+            with sim._lock:
+                del t  # runs the weakref callback on this thread, lock held
+            done.set()
+
+        worker = threading.Thread(target=free_while_locked, daemon=True)
+        worker.start()
+        worker.join(5)
+        assert done.is_set(), "weakref callback deadlocked on the SimDevice lock"
+        assert not sim._resident
+    finally:
+        sim.shutdown()
