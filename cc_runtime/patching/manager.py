@@ -36,6 +36,7 @@ class PatchRecord:
     reason: str = "not activated"
     version: str | None = None
     ctx: PatchContext | None = field(default=None, repr=False)
+    out_of_range: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         p = self.patch
@@ -97,6 +98,7 @@ class PatchManager:
 
     def _decide(self, rec: PatchRecord, state: CCState, settings: Settings) -> None:
         p = rec.patch
+        rec.out_of_range = False
         if not state.enabled:
             self._set(rec, "disabled", f"CC off ({state.reason})", quiet=True)
             return
@@ -111,6 +113,7 @@ class PatchManager:
             self._skip(rec, f"{p.target} is not installed", strict_ok=True)
             return
         if not version_in_range(rec.version, p.versions):
+            rec.out_of_range = True
             self._skip(rec, f"{p.target} {rec.version} is outside the supported range {p.versions}")
             return
         if p.module is None:
@@ -178,13 +181,22 @@ class PatchManager:
     def _set(self, rec: PatchRecord, status: str, reason: str, quiet: bool = False) -> None:
         rec.status, rec.reason = status, reason
         if not quiet:
-            level = logging.WARNING if status == "skipped" and "outside" in reason else logging.INFO
-            log.log(level, "cc_runtime patch %s: %s (%s)", rec.patch.name, status, reason)
+            log.info("cc_runtime patch %s: %s (%s)", rec.patch.name, status, reason)
 
     def _log_summary(self, state: CCState) -> None:
         counts: dict[str, int] = {}
+        by_target: dict[str, list[PatchRecord]] = {}
         for rec in self.records.values():
             counts[rec.status] = counts.get(rec.status, 0) + 1
+            if rec.status != "disabled":
+                by_target.setdefault(rec.patch.target, []).append(rec)
+        # Version-specific siblings (one patch per upstream version) skip each other by design: warn only
+        # when the installed version is outside every range cc_runtime has for that target.
+        for target, recs in by_target.items():
+            if all(r.out_of_range for r in recs):
+                ranges = "; ".join(sorted({r.patch.versions for r in recs}))
+                log.warning("cc_runtime: %s %s is outside every supported range (%s): its CC fixes are off",
+                            target, recs[0].version, ranges)
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         log.info("cc_runtime: CC %s (%s, %s); patches: %s", state.label, state.source, state.reason, parts)
 

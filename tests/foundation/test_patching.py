@@ -228,3 +228,20 @@ def test_one_info_line_per_patch_and_a_summary(target, caplog):
 def test_duplicate_patch_names_are_rejected(target):
     with pytest.raises(ValueError, match="duplicate"):
         PatchManager([make_patch(target), make_patch(target)])
+
+
+def test_version_siblings_do_not_warn_but_an_unsupported_version_does(target, caplog):
+    importlib.import_module(target)
+    siblings = [make_patch(target, name="test.v1", versions=">=1.4,<1.5"),
+                make_patch(target, name="test.v2", versions=">=1.5,<1.6")]
+    with caplog.at_level(logging.INFO, logger="cc_runtime"):
+        PatchManager(siblings).activate(ON, Settings.load(env={}))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    caplog.clear()
+    newer = [make_patch(target, name="test.v2", versions=">=1.5,<1.6"),
+             make_patch(target, name="test.v3", versions=">=1.6")]
+    with caplog.at_level(logging.INFO, logger="cc_runtime"):
+        PatchManager(newer).activate(ON, Settings.load(env={}))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["cc_runtime: ccrt-target 1.4.2 is outside every supported range "
+                        "(>=1.5,<1.6; >=1.6): its CC fixes are off"]
