@@ -86,6 +86,16 @@ def _positive_float(var: str, raw: str) -> float:
     return value
 
 
+def _positive_int(var: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(var, raw, "a positive integer") from None
+    if value <= 0:
+        raise SettingsError(var, raw, "a positive integer")
+    return value
+
+
 def _log_level(var: str, raw: str) -> str:
     value = raw.strip().upper()
     if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -121,6 +131,9 @@ VARS: dict[str, Var] = {
             "itself adds no handlers).", _log_level),
         Var("CC_RUNTIME_SHUTDOWN_TIMEOUT_S", "5", "a positive number",
             "Longest wait for pending readback copies at shutdown and exit.", _positive_float),
+        Var("CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS", "4096", "a positive integer",
+            "Under CC, SGLang's prefill/mixed CUDA graphs are captured up to this many tokens unless the "
+            "server arguments set sizes explicitly (beyond it a forward is compute-bound).", _positive_int),
     )
 }
 

@@ -27,7 +27,7 @@ compatibility rules afterwards. Multimodal stays excluded there ("Multimodal pre
 under BCG"), as do KDA, DeepSeek V4, CP, DCP, two-batch overlap and unvalidated a2a backends.
 
 Sizes (both versions), unless the user chose them: captured token counts above
-``CC_PREFILL_GRAPH_MAX_TOKENS`` (4096) are dropped from upstream's own list. Upstream's default maximum
+``CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS`` (default 4096) are dropped from upstream's own list. Upstream's default maximum
 is the chunked-prefill size (8192-16384 on H100/H200). Beyond ~4k tokens a forward is compute-bound
 even with CC's launch costs (e.g. an 8B layer: ~15 launches x ~10 us vs ~2.5 ms of GEMMs at 4096
 tokens), while capture under CC was reported ~6x slower and every size costs a graph set and pool
@@ -52,7 +52,17 @@ from ..patching import Patch, PatchContext
 
 log = logging.getLogger("cc_runtime.patches.sglang_prefill_graphs")
 
-CC_PREFILL_GRAPH_MAX_TOKENS = 4096
+CC_PREFILL_GRAPH_MAX_TOKENS = 4096  # default of CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS
+
+
+def _max_tokens() -> int:
+    from ..settings import SettingsError, get
+
+    try:
+        return int(get("CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS"))
+    except SettingsError as exc:
+        log.error("cc_runtime: %s; using %d", exc, CC_PREFILL_GRAPH_MAX_TOKENS)
+        return CC_PREFILL_GRAPH_MAX_TOKENS
 SOURCE = "cc_runtime.sglang_prefill_graphs"
 
 
@@ -122,12 +132,12 @@ def _cc_sizes_0_5_12(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any
         if instance.disable_piecewise_cuda_graph or user_max is not None or user_tokens is not None:
             return result
         current = instance.piecewise_cuda_graph_max_tokens
-        if current is not None and current > CC_PREFILL_GRAPH_MAX_TOKENS:
-            instance.piecewise_cuda_graph_max_tokens = CC_PREFILL_GRAPH_MAX_TOKENS
-            instance.piecewise_cuda_graph_tokens = _cap_sizes(instance.piecewise_cuda_graph_tokens,
-                                                              CC_PREFILL_GRAPH_MAX_TOKENS)
+        cap = _max_tokens()
+        if current is not None and current > cap:
+            instance.piecewise_cuda_graph_max_tokens = cap
+            instance.piecewise_cuda_graph_tokens = _cap_sizes(instance.piecewise_cuda_graph_tokens, cap)
             log.info("cc_runtime: CC on: piecewise CUDA graph max tokens %d -> %d (%d sizes)", current,
-                     CC_PREFILL_GRAPH_MAX_TOKENS, len(instance.piecewise_cuda_graph_tokens or ()))
+                     cap, len(instance.piecewise_cuda_graph_tokens or ()))
     except Exception as exc:  # noqa: BLE001
         log.warning("cc_runtime: could not set CC piecewise CUDA graph sizes (%s)", exc)
     return result
@@ -203,9 +213,10 @@ def _cc_sizes_0_5_23(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any
         prefill = cfg.cuda_graph_config.prefill
         if prefill.backend == backend.DISABLED or prefill.max_bs is None:
             return result
-        if prefill.max_bs > CC_PREFILL_GRAPH_MAX_TOKENS:
-            sizes = _cap_sizes(list(prefill.bs) if prefill.bs else None, CC_PREFILL_GRAPH_MAX_TOKENS)
-            new_max = max(sizes) if sizes else CC_PREFILL_GRAPH_MAX_TOKENS
+        cap = _max_tokens()
+        if prefill.max_bs > cap:
+            sizes = _cap_sizes(list(prefill.bs) if prefill.bs else None, cap)
+            new_max = max(sizes) if sizes else cap
             hooks.declare_resolution(server_args, SOURCE, cuda_graph_config=hooks.with_phase(
                 cfg.cuda_graph_config, phase.PREFILL, max_bs=new_max, bs=sizes))
             log.info("cc_runtime: CC on: prefill CUDA graph max tokens %d -> %d (%d sizes)", prefill.max_bs,

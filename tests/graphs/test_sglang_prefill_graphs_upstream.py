@@ -194,3 +194,24 @@ def test_0_5_23_exclusions_and_user_choices_remain(cc, cuda_box, arch, kw):
 
 def test_0_5_23_explicit_sizes_win(cc, cuda_box):
     assert _resolve_0_5_23(LLAMA, cuda_graph_max_bs_prefill=8192)["max_tokens"] == 8192
+
+
+def test_0_5_12_cap_follows_the_setting(monkeypatch):
+    _require("0.5.12")
+    from cc_runtime import runtime
+
+    runtime._reset_for_tests()
+    monkeypatch.setenv("CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS", "2048")
+    runtime.activate(cc="1")
+    path = _resolve_0_5_12(LLAMA)
+    assert (path["max_tokens"], path["largest"]) == (2048, 2048)
+
+
+def test_0_5_23_cap_follows_the_setting(cuda_box, monkeypatch):
+    from cc_runtime import runtime
+
+    runtime._reset_for_tests()
+    monkeypatch.setenv("CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS", "2048")
+    runtime.activate(cc="1")
+    path = _resolve_0_5_23(LLAMA)
+    assert (path["runner"], path["max_tokens"], path["largest"]) == ("breakable", 2048, 2048)
