@@ -92,21 +92,40 @@ class PatchManager:
             self._strict = settings.strict
             for rec in self.records.values():
                 if rec.status in ("applied", "pending"):
+                    # Re-activation with another state or allowlist: undo what is no longer wanted.
+                    unwanted = self._unwanted(rec, state, settings)
+                    if unwanted:
+                        self._withdraw(rec, unwanted)
                     continue
                 self._decide(rec, state, settings)
             self._log_summary(state)
 
+    @staticmethod
+    def _unwanted(rec: PatchRecord, state: CCState, settings: Settings) -> str | None:
+        if not state.enabled:
+            return f"CC off ({state.reason})"
+        if not settings.patch_allowed(rec.patch.name):
+            return "not in CC_RUNTIME_PATCHES"
+        if not rec.patch.when(state):
+            return f"not wanted for CC state {state.label}"
+        return None
+
+    def _withdraw(self, rec: PatchRecord, reason: str) -> list[BaseException]:
+        errors: list[BaseException] = []
+        if rec.status == "applied" and rec.ctx is not None:
+            errors = rec.ctx.revert()
+            rec.ctx = None
+            self._set(rec, "reverted", reason)
+        else:
+            self._set(rec, "disabled", reason, quiet=True)
+        return errors
+
     def _decide(self, rec: PatchRecord, state: CCState, settings: Settings) -> None:
         p = rec.patch
         rec.out_of_range = False
-        if not state.enabled:
-            self._set(rec, "disabled", f"CC off ({state.reason})", quiet=True)
-            return
-        if not settings.patch_allowed(p.name):
-            self._set(rec, "disabled", "not in CC_RUNTIME_PATCHES")
-            return
-        if not p.when(state):
-            self._set(rec, "disabled", f"not wanted for CC state {state.label}", quiet=True)
+        unwanted = self._unwanted(rec, state, settings)
+        if unwanted:
+            self._set(rec, "disabled", unwanted, quiet=unwanted != "not in CC_RUNTIME_PATCHES")
             return
         rec.version = installed_version(p.target)
         if rec.version is None:
@@ -206,12 +225,10 @@ class PatchManager:
         with self._lock:
             self._active = False
             for rec in reversed(list(self.records.values())):
-                if rec.status == "applied" and rec.ctx is not None:
-                    errors += rec.ctx.revert()
-                    rec.ctx = None
-                    self._set(rec, "reverted", "reverted on request", quiet=True)
+                if rec.status == "applied":
+                    errors += self._withdraw(rec, "reverted on request")
                 elif rec.status == "pending":
-                    self._set(rec, "disabled", "deactivated before its module was imported", quiet=True)
+                    self._withdraw(rec, "deactivated before its module was imported")
         return errors
 
     def as_list(self) -> list[dict[str, Any]]:

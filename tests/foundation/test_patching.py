@@ -245,3 +245,17 @@ def test_version_siblings_do_not_warn_but_an_unsupported_version_does(target, ca
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == ["cc_runtime: ccrt-target 1.4.2 is outside every supported range "
                         "(>=1.5,<1.6; >=1.6): its CC fixes are off"]
+
+
+def test_reactivation_with_cc_off_reverts_what_was_applied(target):
+    mod = importlib.import_module(target)
+    orig = mod.compute
+    mgr = PatchManager([make_patch(target)])
+    mgr.activate(ON, Settings.load(env={}))
+    assert mod.compute(1) == 12
+    mgr.activate(OFF, Settings.load(env={}))
+    assert mod.compute is orig and mgr.records["test.compute"].status == "reverted"
+    mgr.activate(ON, Settings.load(env={"CC_RUNTIME_PATCHES": "other.*"}))
+    assert mod.compute is orig and mgr.records["test.compute"].reason == "not in CC_RUNTIME_PATCHES"
+    mgr.activate(ON, Settings.load(env={}))
+    assert mod.compute(1) == 12
