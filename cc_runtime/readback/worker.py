@@ -35,6 +35,8 @@ log = logging.getLogger("cc_runtime.readback")
 
 DEFAULT_MAX_PENDING = 64
 _POLL_S = 0.25  # how often a waiting consumer checks that the worker is still alive
+# Serialises CopyDone completion: the worker and a shutdown that timed out may finish the same copy.
+_finish_lock = threading.Lock()
 
 
 class ReadbackError(RuntimeError):
@@ -111,10 +113,11 @@ class CopyDone:
 
     def _finish(self, result: Any, error: BaseException | None) -> bool:
         """First completion wins (a late worker after a shutdown timeout must not overwrite a failure)."""
-        if self._event.is_set():
-            return False
-        self._result, self._error = result, error
-        self._event.set()
+        with _finish_lock:
+            if self._event.is_set():
+                return False
+            self._result, self._error = result, error
+            self._event.set()
         return True
 
 
