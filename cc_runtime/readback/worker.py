@@ -211,11 +211,12 @@ class ReadbackWorker:
         ready = self.backend.new_event()
         ready.record()
         with self._cv:
+            while not self._closed and len(self._items) >= self.max_pending and self._thread.is_alive():
+                self._cv.wait(_POLL_S)
+            # Numbered after the wait: producers released together then append in numbering order.
             seq = self._seq
             self._seq += 1
             done = CopyDone(self, seq)
-            while not self._closed and len(self._items) >= self.max_pending and self._thread.is_alive():
-                self._cv.wait(_POLL_S)
             if not self._closed and self._thread.is_alive():
                 self._items.append(_Item(seq, ready, fn, args, kwargs, done))
                 self._cv.notify_all()

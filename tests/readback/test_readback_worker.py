@@ -253,3 +253,25 @@ def test_a_worker_that_cannot_select_its_device_fails_copies_with_the_cause(sim_
     with pytest.raises(ReadbackError, match="invalid device ordinal"):
         done.synchronize(timeout=10)
     assert worker.shutdown() is True
+
+
+def test_sequence_numbers_follow_queue_order_with_producers_blocked_by_backpressure(sim_off, gate):
+    """Several producers held by a full queue: the copy numbered first must run first."""
+    worker = ReadbackWorker(sim_off, max_pending=1)
+    worker.submit(gate.wait)  # occupies the worker
+    worker.submit(lambda: None)  # fills the queue
+    ran: list[int] = []
+    dones: dict[int, CopyDone] = {}
+
+    def producer(k: int) -> None:
+        dones[k] = worker.submit(lambda: ran.append(k))
+
+    threads = [threading.Thread(target=producer, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    gate.open()
+    for t in threads:
+        t.join(10)
+    assert worker.shutdown(timeout=10)
+    assert sorted(ran) == list(range(6))
+    assert [dones[k].seq for k in ran] == sorted(d.seq for d in dones.values())
