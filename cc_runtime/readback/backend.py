@@ -80,19 +80,22 @@ class _Counting:
 class DeviceModuleBackend(_Counting):
     """A torch device module: ``torch.cuda``, ``torch.get_device_module(dev)``, or a stand-in shaped like it."""
 
-    def __init__(self, module: Any, name: str | None = None) -> None:
+    def __init__(self, module: Any, name: str | None = None, index: int | None = None) -> None:
         super().__init__()
         self.module = module
         self.name: str = name or str(getattr(module, "__name__", type(module).__name__))
+        #: The device asked for (``cuda:1``); None: whichever device is current.
+        self.index = index
 
     def current_device(self) -> Any:
-        return self.module.current_device()
+        return self.module.current_device() if self.index is None else self.index
 
     def set_device(self, device: Any) -> None:
         self.module.set_device(device)
 
     def new_stream(self) -> Any:
-        return self.module.Stream()
+        # On the bound device, not the caller's current one: the worker synchronizes this stream.
+        return self.module.Stream() if self.index is None else self.module.Stream(device=self.index)
 
     def current_stream(self) -> Any:
         return self.module.current_stream()
@@ -194,4 +197,4 @@ def backend_for(device: Any = None) -> DeviceBackend:
         raise ValueError("a readback backend needs an accelerator or a SimDevice, not the CPU itself")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("CUDA is not available here; pass a SimDevice (cc_runtime.emulator) instead")
-    return DeviceModuleBackend(torch.get_device_module(dev), name=dev.type)
+    return DeviceModuleBackend(torch.get_device_module(dev), name=dev.type, index=dev.index)

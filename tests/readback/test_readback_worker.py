@@ -164,6 +164,7 @@ class _RecordingModule:
         self.sim = sim
         self.device = device
         self.selected: dict[str, int] = {}
+        self.stream_devices: list[int | None] = []
 
     def current_device(self) -> int:
         return self.device
@@ -171,7 +172,8 @@ class _RecordingModule:
     def set_device(self, device: int) -> None:
         self.selected[threading.current_thread().name] = device
 
-    def Stream(self):  # noqa: N802
+    def Stream(self, device=None):  # noqa: N802
+        self.stream_devices.append(device)
         return self.sim.Stream()
 
     def Event(self):  # noqa: N802
@@ -193,6 +195,16 @@ def test_worker_binds_to_the_device_current_at_creation(sim_off):
     worker.shutdown()
     assert worker.device == 3
     assert module.selected == {"bound-worker": 3}
+
+
+def test_a_worker_for_an_explicit_device_index_binds_to_it_not_to_the_current_one(sim_off):
+    """``ReadbackWorker("cuda:1")`` while cuda:0 is current: stream and worker thread on device 1."""
+    module = _RecordingModule(sim_off, device=0)
+    worker = ReadbackWorker(DeviceModuleBackend(module, index=1), name="indexed-worker")
+    assert worker.submit(lambda: 1).result == 1
+    worker.shutdown()
+    assert worker.device == 1
+    assert module.selected == {"indexed-worker": 1} and module.stream_devices == [1]
 
 
 def test_shutdown_timeout_comes_from_settings(monkeypatch, sim_off):
