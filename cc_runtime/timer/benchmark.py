@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import Timer
+from .events import Timer, _noop
 from .select import get_timer
-from .stats import RepeatPlan, TimingStats, floor_estimate, is_valid_interval, plan_repeats
+from .stats import RETURN_MODES, RepeatPlan, TimingStats, floor_estimate, is_valid_interval, plan_repeats
 
 log = logging.getLogger("cc_runtime.timer")
 
@@ -95,6 +95,24 @@ def _overhead(timer: Timer, empty: Sequence[float]) -> float:
     return timer.overhead_ms if math.isfinite(timer.overhead_ms) else 0.0
 
 
+def _sample(timer: Timer, n: int, before: Callable[[], None], body: Callable[[], Any]) -> tuple[list[float], float]:
+    """``n`` stamped intervals around ``body()`` (``before()`` runs outside the stamps), then empty
+    intervals for the stamp's own cost; all read back in one copy. Returns (raw intervals, overhead)."""
+    pairs = timer.pairs(n)
+    for start, end in pairs:
+        before()
+        start.record()
+        body()
+        end.record()
+    empty = timer.pairs(N_EMPTY) if timer.subtract_overhead else []
+    for start, end in empty:
+        start.record()
+        end.record()
+    timer.synchronize()
+    raw = [s.elapsed_time(e) for s, e in pairs]
+    return raw, _overhead(timer, [s.elapsed_time(e) for s, e in empty])
+
+
 def _finish(timer: Timer, raw: Sequence[float], calls: int, overhead: float, plan_est: float,
             readbacks0: int, notes: list[str]) -> TimingResult:
     samples = [(r - overhead) / calls for r in raw]
@@ -117,7 +135,7 @@ def measure(fn: Callable[[], Any], warmup: float = 25, rep: float = 100, grad_to
     timer = timer or get_timer()
     readbacks0 = timer.readbacks
     notes: list[str] = []
-    flush = timer.l2_flusher() if flush_l2 else (lambda: None)
+    flush = timer.l2_flusher() if flush_l2 else _noop
 
     fn()
     timer.synchronize()
@@ -151,29 +169,28 @@ def measure(fn: Callable[[], Any], warmup: float = 25, rep: float = 100, grad_to
 
     for _ in range(plan.n_warmup):
         fn()
-    pairs = timer.pairs(plan.n_samples)
-    for start, end in pairs:
+
+    def before() -> None:
         _clear_grads(grad_to_none)
         flush()
-        start.record()
+
+    def calls() -> None:
         for _ in range(plan.calls_per_sample):
             fn()
-        end.record()
-    empty = timer.pairs(N_EMPTY) if timer.subtract_overhead else []
-    for start, end in empty:
-        start.record()
-        end.record()
-    timer.synchronize()
-    raw = [s.elapsed_time(e) for s, e in pairs]
-    overhead = _overhead(timer, [s.elapsed_time(e) for s, e in empty])
+
+    raw, overhead = _sample(timer, plan.n_samples, before, calls)
     return _finish(timer, raw, plan.calls_per_sample, overhead, plan.estimate_ms, readbacks0, notes)
+
+
+def _check_return_mode(return_mode: str) -> None:
+    if return_mode not in RETURN_MODES:
+        raise ValueError(f"return_mode must be min, max, mean, median or all, got {return_mode!r}")
 
 
 def do_bench(fn: Callable[[], Any], warmup: float = 25, rep: float = 100, grad_to_none: Any = None,
              quantiles: Sequence[float] | None = None, return_mode: str = "mean") -> Any:
     """Drop-in for ``triton.testing.do_bench`` timed by the CC-safe timer."""
-    if return_mode not in ("min", "max", "mean", "median", "all"):
-        raise ValueError(f"return_mode must be min, max, mean, median or all, got {return_mode!r}")
+    _check_return_mode(return_mode)  # before measuring: a typo must not cost a benchmark run
     return measure(fn, warmup, rep, grad_to_none).summarize(quantiles, return_mode)
 
 
@@ -235,24 +252,12 @@ def measure_cudagraph(fn: Callable[[], Any], rep: float = 20, grad_to_none: Any 
             replay: Callable[[], Any] = graph.replay
         else:
             replay = body
-        pairs = timer.pairs(n_retries)
-        for s, e in pairs:
-            s.record()
-            replay()
-            e.record()
-        empty = timer.pairs(N_EMPTY) if timer.subtract_overhead else []
-        for s, e in empty:
-            s.record()
-            e.record()
-        timer.synchronize()
-        raw = [s.elapsed_time(e) for s, e in pairs]
-        overhead = _overhead(timer, [s.elapsed_time(e) for s, e in empty])
+        raw, overhead = _sample(timer, n_retries, _noop, replay)
     return _finish(timer, raw, n_repeat, overhead, est, readbacks0, notes)
 
 
 def do_bench_cudagraph(fn: Callable[[], Any], rep: float = 20, grad_to_none: Any = None,
                        quantiles: Sequence[float] | None = None, return_mode: str = "mean") -> Any:
     """Drop-in for ``triton.testing.do_bench_cudagraph`` timed by the CC-safe timer."""
-    if return_mode not in ("min", "max", "mean", "median", "all"):
-        raise ValueError(f"return_mode must be min, max, mean, median or all, got {return_mode!r}")
+    _check_return_mode(return_mode)  # before measuring: a typo must not cost a benchmark run
     return measure_cudagraph(fn, rep, grad_to_none).summarize(quantiles, return_mode)
