@@ -85,6 +85,10 @@ def _run_simulated(ctx: BenchContext, profile: Any) -> BenchResult:
     rows: list[dict[str, Any]] = []
     devs = {"off": SimDevice(None, "sim-off"), "base": SimDevice(zero, "sim-base"),
             "on": SimDevice(profile, "sim-on", seed=ctx.seed)}
+    # The simulated copy is a host memcpy; torch's intra-op threads turn a 256 KiB one into ~8 ms on a
+    # busy 2-core machine (OpenMP hand-offs), which drowns the costs being checked.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         for n in progress(sizes, "emulator copies (simulated)"):
             host = torch.empty(n // 4, dtype=torch.float32)
@@ -112,6 +116,7 @@ def _run_simulated(ctx: BenchContext, profile: Any) -> BenchResult:
         launch_model = launch["base"] + profile.launch_extra_s
         readings = _sim_event_readings(devs["on"])
     finally:
+        torch.set_num_threads(threads)
         for sim in devs.values():
             sim.shutdown()
     rows.append(_row("launch", 0, launch["off"], launch["on"], launch_model))
