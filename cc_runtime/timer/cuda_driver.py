@@ -1,15 +1,15 @@
 """The PTX stamp kernels (kernels/globaltimer.ptx) loaded and launched through the CUDA driver API.
 
 cuda-python's ``cuda.bindings.driver`` (``cuda.cuda`` in releases before 12.6 moved it); no nvcc or C
-compiler: ``cuModuleLoadData`` JIT-compiles the PTX for the GPU at hand. One module per device
-context (modules belong to a context). Kernel arguments are passed the C way, as an array of
-pointers to the argument values (``kernelParams``), which every cuda-python release accepts as an int.
+compiler: ``cuModuleLoadData`` JIT-compiles the PTX for the GPU at hand. One module per device, in its
+primary context (the one torch's streams belong to), which is made current for each launch. Kernel
+arguments are passed the C way, as an array of pointers to the argument values (``kernelParams``),
+which every cuda-python release accepts as an int.
 """
 
 from __future__ import annotations
 
 import ctypes
-import threading
 from types import ModuleType
 from typing import Any
 
@@ -76,53 +76,60 @@ class DriverStampKernels:
     backend = "cuda-python"
 
     def __init__(self, device_index: int) -> None:
-        self.drv = import_driver()
+        drv = self.drv = import_driver()
         self.device_index = device_index
+        _check(drv, drv.cuInit(0), "cuInit")
+        # torch's streams belong to the device's primary context (the runtime API's), so the module is
+        # loaded there and launched there, whichever context the calling thread has current.
+        dev = _check(drv, drv.cuDeviceGet(device_index), "cuDeviceGet")
+        self._ctx = _check(drv, drv.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
         # A C string at a fixed address: every cuda-python release takes an int as ``void*``.
-        self._ptx = ctypes.create_string_buffer(read_kernel(PTX_FILE).encode("utf-8"))
-        self._modules: dict[int, _Module] = {}
-        self._lock = threading.Lock()
-        _check(self.drv, self.drv.cuInit(0), "cuInit")
-        self._module()  # load now: loading during a graph capture would be illegal
+        ptx = ctypes.create_string_buffer(read_kernel(PTX_FILE).encode("utf-8"))
+        pushed = self._enter()  # load now: loading during a graph capture would be illegal
+        try:
+            module = _check(drv, drv.cuModuleLoadData(ctypes.addressof(ptx)), "cuModuleLoadData(globaltimer.ptx)")
+            self._mod = _Module(drv, module)
+        finally:
+            self._exit(pushed)
 
-    def _context(self) -> int:
+    def _enter(self) -> bool:
+        """Make the device's primary context current; True if it was pushed (pop it after)."""
         drv = self.drv
-        ctx = _check(drv, drv.cuCtxGetCurrent(), "cuCtxGetCurrent")
-        if ctx is None or int(ctx) == 0:
-            # A thread that never touched CUDA through torch: use the device's primary context, which
-            # is the one torch (the runtime API) uses.
-            dev = _check(drv, drv.cuDeviceGet(self.device_index), "cuDeviceGet")
-            ctx = _check(drv, drv.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
-            _check(drv, drv.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
-        return int(ctx)
+        current = _check(drv, drv.cuCtxGetCurrent(), "cuCtxGetCurrent")
+        current = 0 if current is None else int(current)
+        if current == int(self._ctx):
+            return False
+        if current == 0:
+            # A thread that never touched CUDA: make the primary context current, as the runtime would.
+            _check(drv, drv.cuCtxSetCurrent(self._ctx), "cuCtxSetCurrent")
+            return False
+        # Another device's (or a private) context is current: lend ours for this call only.
+        _check(drv, drv.cuCtxPushCurrent(self._ctx), "cuCtxPushCurrent")
+        return True
 
-    def _module(self) -> _Module:
-        key = self._context()
-        mod = self._modules.get(key)
-        if mod is None:
-            with self._lock:
-                mod = self._modules.get(key)
-                if mod is None:
-                    module = _check(self.drv, self.drv.cuModuleLoadData(ctypes.addressof(self._ptx)),
-                                    "cuModuleLoadData(globaltimer.ptx)")
-                    mod = self._modules[key] = _Module(self.drv, module)
-        return mod
+    def _exit(self, pushed: bool) -> None:
+        if pushed:
+            _check(self.drv, self.drv.cuCtxPopCurrent(), "cuCtxPopCurrent")
 
     def _launch(self, fn: Any, stream_handle: int, *args: ctypes._SimpleCData) -> None:
         params = (ctypes.c_void_p * len(args))(*[ctypes.addressof(a) for a in args])
         stream = self.drv.CUstream(int(stream_handle))
-        # The driver copies the argument values during the call, so the ctypes objects may die after it.
-        _check(self.drv, self.drv.cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, stream, ctypes.addressof(params), 0),
-               "cuLaunchKernel")
+        pushed = self._enter()
+        try:
+            # The driver copies the argument values during the call, so the ctypes objects may die after it.
+            _check(self.drv, self.drv.cuLaunchKernel(fn, 1, 1, 1, 1, 1, 1, 0, stream, ctypes.addressof(params), 0),
+                   "cuLaunchKernel")
+        finally:
+            self._exit(pushed)
 
     # Same interface as triton_stamp.TritonStampKernels: int64 torch tensors and torch streams.
     def stamp(self, buf: Any, index: int, stream: Any) -> None:
-        self._launch(self._module().stamp, stream.cuda_stream, ctypes.c_uint64(buf.data_ptr()),
+        self._launch(self._mod.stamp, stream.cuda_stream, ctypes.c_uint64(buf.data_ptr()),
                      ctypes.c_uint32(index))
 
     def granularity(self, out: Any, reads: int, stream: Any) -> None:
-        self._launch(self._module().granularity, stream.cuda_stream, ctypes.c_uint64(out.data_ptr()),
+        self._launch(self._mod.granularity, stream.cuda_stream, ctypes.c_uint64(out.data_ptr()),
                      ctypes.c_uint32(reads))
 
     def spin(self, cycles: int, stream: Any) -> None:
-        self._launch(self._module().spin, stream.cuda_stream, ctypes.c_uint64(cycles))
+        self._launch(self._mod.spin, stream.cuda_stream, ctypes.c_uint64(cycles))

@@ -44,6 +44,9 @@ class FakeDriver(types.SimpleNamespace):
         self.clock = clock
         self.current = current_ctx
         self.loaded: list[str] = []
+        self.loaded_in: list[int] = []  # the context current at each cuModuleLoadData
+        self.launched_in: list[int] = []  # the context current at each cuLaunchKernel
+        self.pushed: list[int] = []
         self.launches: list[tuple[str, int, tuple[int, ...]]] = []
         self.CUstream = _Handle
         self.CUresult = CUresult
@@ -67,9 +70,19 @@ class FakeDriver(types.SimpleNamespace):
         self.current = int(ctx)
         return (CUresult.CUDA_SUCCESS,)
 
+    def cuCtxPushCurrent(self, ctx):
+        self.pushed.append(self.current)
+        self.current = int(ctx)
+        return (CUresult.CUDA_SUCCESS,)
+
+    def cuCtxPopCurrent(self):
+        popped, self.current = self.current, self.pushed.pop()
+        return (CUresult.CUDA_SUCCESS, _Handle(popped))
+
     def cuModuleLoadData(self, image):
         assert isinstance(image, int), "pass the PTX as an address (accepted by every cuda-python)"
         self.loaded.append(ctypes.string_at(image).decode())
+        self.loaded_in.append(self.current)
         return (CUresult.CUDA_SUCCESS, _Handle(len(self.loaded)))
 
     def cuModuleGetFunction(self, module, name):
@@ -100,6 +113,7 @@ class FakeDriver(types.SimpleNamespace):
         else:
             return (CUresult.CUDA_ERROR_INVALID_VALUE,)
         self.launches.append((f, int(stream), args))
+        self.launched_in.append(self.current)
         return (CUresult.CUDA_SUCCESS,)
 
 
@@ -127,18 +141,20 @@ def test_driver_kernels_pack_arguments_like_the_cuda_driver(monkeypatch, cpu_str
     assert drv.launches[-1] == ("cc_spin_cycles", 0x5EED, (12345,))
 
 
-def test_one_module_per_context(monkeypatch, cpu_streams):
+def test_module_lives_in_the_devices_primary_context(monkeypatch, cpu_streams):
+    """torch's streams belong to the device's primary context: with another context current on the
+    thread (another device's), that context is pushed for the call and popped after; one module."""
     drv = FakeDriver(FakeClock(), current_ctx=0xA)
     monkeypatch.setattr(cd, "import_driver", lambda: drv)
     kernels = cd.DriverStampKernels(0)
     buf = torch.zeros(2, dtype=torch.int64)
     kernels.stamp(buf, 0, cpu_streams)
+    assert drv.loaded_in == [0xC0] and drv.launched_in == [0xC0]
+    assert drv.current == 0xA and drv.pushed == []  # the thread's own context is back
+    drv.current = 0xC0  # the device's primary context current: launched as is
+    kernels.stamp(buf, 1, cpu_streams)
+    assert drv.launched_in == [0xC0, 0xC0] and drv.current == 0xC0
     assert len(drv.loaded) == 1
-    drv.current = 0xB  # another context current on this thread (another device)
-    kernels.stamp(buf, 1, cpu_streams)
-    drv.current = 0xA
-    kernels.stamp(buf, 1, cpu_streams)
-    assert len(drv.loaded) == 2
 
 
 def test_driver_errors_become_clear_exceptions(monkeypatch, cpu_streams):
