@@ -208,6 +208,7 @@ def measure_cudagraph(fn: Callable[[], Any], rep: float = 20, grad_to_none: Any 
         import torch
 
         side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())  # fn's inputs may still be in flight on the caller's stream
         ctx: Any = torch.cuda.stream(side)
     else:
         import contextlib
