@@ -227,13 +227,13 @@ class WallClockTimer(StampArena):
     """
 
     name = "wall"
+    subtract_overhead = False  # a host clock has no stamp kernel to subtract
 
     def __init__(self, sync: Callable[[], None] | None = None, capacity: int = 32768) -> None:
         super().__init__(capacity)
         self._sync = sync
         self._buf = [0] * capacity
         self.granularity_ms = _perf_counter_granularity_ns() / NS_PER_MS
-        self.subtract_overhead = False  # a host clock has no stamp kernel to subtract
 
     def _write(self, slot: int, stream: Any) -> None:
         if self._sync is not None:
