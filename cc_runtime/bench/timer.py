@@ -108,9 +108,7 @@ class CorruptedEventTimer:
         self.base.synchronize()
 
 
-def gemm_sizes(quick: bool) -> list[int]:
-    # bf16 n x n x n on an H100: ~25 us, ~0.2 ms, ~1.7 ms, ~14 ms
-    return [2048, 4096, 8192, 16384]
+GEMM_SIZES = [2048, 4096, 8192, 16384]  # bf16 n x n x n on an H100: ~25 us, ~0.2 ms, ~1.7 ms, ~14 ms
 
 
 def _gpu_agreement(ctx: BenchContext, gt: Any, ev: Any, trials: int) -> list[dict[str, Any]]:
@@ -120,7 +118,7 @@ def _gpu_agreement(ctx: BenchContext, gt: Any, ev: Any, trials: int) -> list[dic
 
     rows = []
     dev = torch.device("cuda", torch.cuda.current_device())
-    for n in progress(gemm_sizes(ctx.quick), "agreement"):
+    for n in progress(GEMM_SIZES, "agreement"):
         a = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
         b = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
         c = torch.empty(n, n, device=dev, dtype=torch.bfloat16)
