@@ -50,6 +50,7 @@ then this becomes a version-gated no-op.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import threading
@@ -163,32 +164,47 @@ def _current_collector() -> _Collector | None:
 
 
 def _make_mode(collector: _Collector) -> Any:
+    return _mode_class()(collector)
+
+
+@functools.cache
+def _mode_class() -> Any:
+    # Built once: defining the class costs ~50 us, and copy_to_cpu runs every decode step.
     import torch
     from torch.overrides import TorchFunctionMode
 
     # The C methods too: a wrapper installed over Tensor.to (the CC emulator's copy hook) hands the
-    # mode the original C method, not the wrapper.
-    to_funcs = (torch.Tensor.to, torch._C.TensorBase.to)
-    cpu_funcs = (torch.Tensor.cpu, torch._C.TensorBase.cpu)
+    # mode the original C method, not the wrapper. Looked up per call, so a hook installed later counts.
+    def to_funcs() -> tuple[Any, ...]:
+        return (torch.Tensor.to, torch._C.TensorBase.to)
+
+    def cpu_funcs() -> tuple[Any, ...]:
+        return (torch.Tensor.cpu, torch._C.TensorBase.cpu)
 
     class DeferDeviceToHost(TorchFunctionMode):
         """Within ``with``: small ``t.to("cpu")`` / ``t.cpu()`` of device tensors return placeholders."""
 
+        def __init__(self, collector: _Collector) -> None:
+            super().__init__()
+            self.collector = collector
+
         def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                                kwargs: dict[str, Any] | None = None) -> Any:
             kwargs = kwargs or {}
-            if (func in to_funcs or func in cpu_funcs) and args:
-                if func in cpu_funcs:
-                    to_cpu, nb = len(args) == 1 and not kwargs, False
-                else:
-                    to_cpu, nb = _cpu_target(args, kwargs)
-                if to_cpu:
-                    placeholder = collector.defer(args[0], nb)
-                    if placeholder is not None:
-                        return placeholder
+            if args:
+                is_cpu = func in cpu_funcs()
+                if is_cpu or func in to_funcs():
+                    if is_cpu:
+                        to_cpu, nb = len(args) == 1 and not kwargs, False
+                    else:
+                        to_cpu, nb = _cpu_target(args, kwargs)
+                    if to_cpu:
+                        placeholder = self.collector.defer(args[0], nb)
+                        if placeholder is not None:
+                            return placeholder
             return func(*args, **kwargs)
 
-    return DeferDeviceToHost()
+    return DeferDeviceToHost
 
 
 def _collecting_async_d2h(original: Any) -> Any:
