@@ -95,9 +95,9 @@ class SimStream:
                     return
                 item = self._queue.popleft()
                 failed = self._error is not None
-            if failed:
-                self._skipped += 1
-            else:
+                if failed:
+                    self._skipped += 1  # under the lock: _raise_error resets it from another thread
+            if not failed:
                 try:
                     wait_s(item.duration_s)
                     if item.fn is not None:
