@@ -175,11 +175,9 @@ class SimEvent:
 
     def record(self, stream: SimStream | None = None) -> None:
         stream = stream or self.device.current_stream()
-        slot: list[float] = []
 
         def mark() -> None:
-            slot.append(time.perf_counter())
-            self._time = slot[0]
+            self._time = time.perf_counter()
 
         self._time = None
         self._recorded = (stream, stream._submit(mark, 0.0, "event record"))
