@@ -157,7 +157,8 @@ def read_coalesced(
     backend = backend or backend_for(first_device)
     group = [i for i in device_idx
              if tensors[i].device == first_device and _coalescable(tensors[i], max_coalesce_bytes)]
-    alone = [i for i in device_idx if i not in set(group)]
+    grouped = set(group)
+    alone = [i for i in device_idx if i not in grouped]
     if len(group) == 1:
         alone, group = sorted(alone + group), []
 
