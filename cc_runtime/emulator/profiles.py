@@ -221,7 +221,10 @@ def profile_from_dict(data: Any, origin: str = "<dict>") -> Profile:
     for key in data:
         if key not in ("name", "description", "sources"):
             sources[key] = f"user profile {origin}"
-    sources.update(data.pop("sources", {}) or {})
+    user_sources = data.pop("sources", {}) or {}
+    if not isinstance(user_sources, dict):
+        raise ProfileError(f"{origin}: sources must be an object (field name -> source text)")
+    sources.update(user_sources)
     try:
         return dataclasses.replace(BUILTIN[base_name], sources=sources, **data)
     except TypeError as exc:

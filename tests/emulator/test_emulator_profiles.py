@@ -59,6 +59,7 @@ def test_user_json_profile_overrides_base(tmp_path) -> None:
         ('{"event_negative_prob": 1.5}', r"must be in \[0, 1\]"),
         ('{"h2d_fixed_s": "20us"}', "must be a number >= 0"),
         ("[1, 2]", "must be a JSON object"),
+        ('{"sources": 5}', "sources must be an object"),
         ("{not json", "not readable JSON"),
     ],
 )
