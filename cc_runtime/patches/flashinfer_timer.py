@@ -228,7 +228,10 @@ def _apply_cold_l2(ctx: PatchContext) -> None:
 
 
 def _wants_globaltimer(state: Any) -> bool:
-    return bool(state.enabled) and _timer_setting() != "cuda_event"
+    # FLASHINFER_AUTOTUNE_TIMER=cuda_event set by the user (upstream_env never overwrites it) is a choice
+    # FlashInfer's own AutoTuner honours: do not switch an existing tuner or its cold-L2 path behind it.
+    user_choice = os.environ.get("FLASHINFER_AUTOTUNE_TIMER", "").lower()
+    return bool(state.enabled) and _timer_setting() != "cuda_event" and user_choice != "cuda_event"
 
 
 # -- detection gap ------------------------------------------------------------------------------------

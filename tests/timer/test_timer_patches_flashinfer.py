@@ -129,6 +129,27 @@ def test_072_existing_autotuner_is_switched_to_globaltimer(fresh, monkeypatch):
 
 
 @pytest.mark.timeout(300)
+def test_072_user_choice_of_cuda_events_is_kept(fresh, monkeypatch):
+    """FLASHINFER_AUTOTUNE_TIMER=cuda_event set by the user: no globaltimer switch behind FlashInfer's back."""
+    _need("0.7.2.post1")
+    from flashinfer.autotuner import AutoTuner
+
+    monkeypatch.setenv("FLASHINFER_AUTOTUNE_TIMER", "cuda_event")
+    saved = AutoTuner._instance
+    try:
+        AutoTuner._instance = None
+        tuner = AutoTuner.get()
+        with use_timer(StampingFakeTimer(FakeClock())):
+            cc_runtime.activate(cc="1")
+            for name in ("flashinfer.globaltimer_kernel", "flashinfer.cold_l2_timer"):
+                assert runtime.manager().records[name].status == "disabled", name
+            assert tuner._use_global_timer is False and tuner._record_global_timer is None
+            assert _fi_module().torch is __import__("torch")
+    finally:
+        AutoTuner._instance = saved
+
+
+@pytest.mark.timeout(300)
 def test_072_cold_l2_events_become_globaltimer_stamps(fresh):
     _need("0.7.2.post1")
     import torch
