@@ -8,7 +8,8 @@ import do_bench`` copies) and ``CudaDriver.get_benchmarker`` with drop-ins of th
 ``Autotuner.do_bench`` is a ``functools.cached_property``: Autotuners that already benchmarked keep
 what they cached; those holding Triton's own ``do_bench`` are switched, others (a custom
 ``do_bench=`` argument) are reported in a warning.
-Upstream: none (Triton 3.4-3.9 have no CC awareness). Revert: exact, through PatchContext.
+Upstream: none (Triton 3.4-3.9 have no CC awareness). Revert: exact, through PatchContext; Autotuners
+that cached cc_runtime's ``do_bench`` while patched forget it and ask the restored driver again.
 """
 
 from __future__ import annotations
@@ -85,6 +86,16 @@ def switch_cached_autotuners(ctx: PatchContext, original_do_bench: Any) -> tuple
     return switched, stuck
 
 
+def _forget_cc_benchmarker() -> None:
+    """On revert: Autotuners that first benchmarked while patched cached cc_runtime's do_bench; drop
+    that cached value so they ask the (restored) driver again, as if never patched."""
+    from ..timer import do_bench
+
+    for tuner in _autotuners():
+        if tuner.__dict__.get("do_bench") is do_bench:
+            del tuner.__dict__["do_bench"]
+
+
 def _apply(ctx: PatchContext) -> None:
     tt = _testing()
 
@@ -98,6 +109,7 @@ def _apply(ctx: PatchContext) -> None:
         log.info("cc_runtime: Triton NVIDIA driver not importable (%s); patched triton.testing only", exc)
     else:
         ctx.replace(CudaDriver, "get_benchmarker", _get_benchmarker)
+    ctx.on_revert(_forget_cc_benchmarker)
     switched, _ = switch_cached_autotuners(ctx, original)
     if switched:
         log.info("cc_runtime: switched %d already-tuned Triton autotuner(s) to the CC-safe timer", switched)

@@ -94,8 +94,15 @@ def test_already_tuned_autotuners_are_switched_or_reported(caplog):
         with use_timer(FakeTimer(clock, stamp_cost_ns=800)):
             got = plain.do_bench(clock.work(0.3), quantiles=(0.5, 0.2, 0.8))  # the Autotuner's own call
         assert got == [pytest.approx(0.3, abs=1e-4)] * 3
+        from triton.backends.nvidia.driver import CudaDriver
+
+        # what its first tuning caches now (Autotuner.do_bench asks the driver; no driver object on CPU)
+        fresh.__dict__["do_bench"] = CudaDriver.get_benchmarker(object())
+        assert fresh.__dict__["do_bench"] is cc_do_bench
         runtime.deactivate()
         assert plain.__dict__["do_bench"] is original
+        assert "do_bench" not in fresh.__dict__  # forgotten: asks the restored driver again
+        assert custom.__dict__["do_bench"] is not cc_do_bench
     finally:
         for name in ("_plain_tuner", "_custom_tuner", "_fresh_tuner"):
             mod.__dict__.pop(name, None)
