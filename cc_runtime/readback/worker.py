@@ -147,6 +147,8 @@ def _shutdown_all_at_exit() -> None:
 def _after_fork_in_child() -> None:
     # The worker thread does not exist in a forked child: turn every worker inline and fail what the
     # parent had pending (those copies belong to the parent's device context).
+    global _finish_lock
+    _finish_lock = threading.Lock()  # a parent thread may have held it at the fork
     for worker in list(_live_workers):
         worker._forked()
 

@@ -287,3 +287,29 @@ def test_sequence_numbers_follow_queue_order_with_producers_blocked_by_backpress
     assert worker.shutdown(timeout=10)
     assert sorted(ran) == list(range(6))
     assert [dones[k].seq for k in ran] == sorted(d.seq for d in dones.values())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_fails_the_parents_pending_copies_instead_of_waiting(sim_cc, gate):
+    """In a forked child the worker thread does not exist: pending copies fail at once, with the reason."""
+    worker = ReadbackWorker(sim_cc)
+    stuck = worker.submit(gate.wait)
+    pid = os.fork()
+    if pid == 0:  # child: report through the exit code only
+        import signal
+
+        signal.alarm(10)  # a hang here must not outlive the test
+        code = 3
+        try:
+            if stuck.query() and worker.closed:
+                try:
+                    stuck.synchronize(timeout=5)
+                except ReadbackShutdownError as exc:
+                    code = 0 if "forked" in str(exc) else 4
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    gate.open()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert stuck.result is None and not worker.closed  # the parent is untouched
+    worker.shutdown()
