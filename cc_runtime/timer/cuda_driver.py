@@ -99,11 +99,8 @@ class DriverStampKernels:
         current = 0 if current is None else int(current)
         if current == int(self._ctx):
             return False
-        if current == 0:
-            # A thread that never touched CUDA: make the primary context current, as the runtime would.
-            _check(drv, drv.cuCtxSetCurrent(self._ctx), "cuCtxSetCurrent")
-            return False
-        # Another device's (or a private) context is current: lend ours for this call only.
+        # None current (a thread that never touched CUDA) or another device's: lend ours for this call
+        # only, so the thread's CUDA device (which torch reads from the current context) never changes.
         _check(drv, drv.cuCtxPushCurrent(self._ctx), "cuCtxPushCurrent")
         return True
 

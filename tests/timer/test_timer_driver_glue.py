@@ -66,10 +66,6 @@ class FakeDriver(types.SimpleNamespace):
     def cuDevicePrimaryCtxRetain(self, dev):
         return (CUresult.CUDA_SUCCESS, _Handle(0xC0 + int(dev)))
 
-    def cuCtxSetCurrent(self, ctx):
-        self.current = int(ctx)
-        return (CUresult.CUDA_SUCCESS,)
-
     def cuCtxPushCurrent(self, ctx):
         self.pushed.append(self.current)
         self.current = int(ctx)
@@ -131,12 +127,14 @@ def test_driver_kernels_pack_arguments_like_the_cuda_driver(monkeypatch, cpu_str
     drv = FakeDriver(clock)
     monkeypatch.setattr(cd, "import_driver", lambda: drv)
     kernels = cd.DriverStampKernels(0)
-    assert drv.current == 0xC0  # no current context: the device's primary context was made current
+    # no current context: the module went into the device's primary context, lent for the call only
+    assert drv.loaded_in == [0xC0] and drv.current == 0 and drv.pushed == []
     assert ".entry cc_globaltimer_stamp" in drv.loaded[0]
     buf = torch.zeros(8, dtype=torch.int64)
     kernels.stamp(buf, 5, cpu_streams)
     assert int(buf[5]) == clock.now_ns
     assert drv.launches[-1] == ("cc_globaltimer_stamp", 0x5EED, (buf.data_ptr(), 5))
+    assert drv.launched_in == [0xC0]
     kernels.spin(12345, cpu_streams)
     assert drv.launches[-1] == ("cc_spin_cycles", 0x5EED, (12345,))
 

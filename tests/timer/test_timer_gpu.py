@@ -75,7 +75,7 @@ def test_stamps_on_side_streams_threads_and_not_in_capture(torch, gt, dev):
 
     box: dict[str, float] = {}
 
-    def worker() -> None:  # a thread that never touched CUDA: the primary context is made current
+    def worker() -> None:  # a thread that never touched CUDA: the primary context is lent per launch
         s2, e2 = gt.event(), gt.event()
         s2.record()
         a @ a
