@@ -310,6 +310,10 @@ def run_self_test(timer: Timer, small: int, large: int, granularity_ns: float | 
     the backend has one; else the smallest non-zero empty interval bounds it from above.
     """
     reasons: list[str] = []
+    # A kernel's first launch may compile it (Triton's JIT) or load it (CUDA lazy module loading): host
+    # time that would land between e0 and e1 below and make the small workload look the larger.
+    timer.spin(small)
+    timer.synchronize()
     chain = [timer.event() for _ in range(8)]
     empties = timer.pairs(empty_pairs)
     e0, e1, e2 = timer.event(), timer.event(), timer.event()

@@ -240,6 +240,23 @@ def test_self_test_passes_on_a_sane_clock():
     assert res.large_work_ms > res.small_work_ms > 0
 
 
+def test_self_test_keeps_a_first_launch_compile_out_of_the_intervals():
+    """Triton compiles (and CUDA lazily loads) a kernel at its first launch: seconds of host time
+    before the first spin runs. The self-test must not read that as the small workload's duration."""
+    class CompilesOnFirstSpin(FakeTimer):
+        compiled = False
+
+        def spin(self, amount):
+            if not self.compiled:
+                self.compiled = True
+                self.clock.advance(2e9)  # 2 s of JIT before the kernel runs
+            super().spin(amount)
+
+    res = run_self_test(CompilesOnFirstSpin(FakeClock(), granularity_ns=32, stamp_cost_ns=1000), 20_000, 200_000)
+    assert res.ok, res.reasons
+    assert res.small_work_ms == pytest.approx(0.021, abs=1e-4)  # 20 us of spin + one 1 us stamp
+
+
 def test_self_test_fails_when_work_is_invisible():
     class Frozen(FakeTimer):
         def spin(self, amount):  # the "kernel" does not advance the clock
