@@ -10,8 +10,8 @@ out; the protocol only needs ``Event.record()`` (on the current stream), ``Event
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -65,12 +65,12 @@ class DeviceBackend(Protocol):
 
 class _Counting:
     def __init__(self) -> None:
-        self._count = itertools.count()
+        self._lock = threading.Lock()  # the worker and the caller may both copy
         self._issued = 0
 
     def _count_transfer(self) -> None:
-        # itertools.count is atomic under the GIL; the worker and the caller may both copy.
-        self._issued = next(self._count) + 1
+        with self._lock:
+            self._issued += 1
 
     @property
     def transfers(self) -> int:
