@@ -63,7 +63,9 @@ def _max_tokens() -> int:
     except SettingsError as exc:
         log.error("cc_runtime: %s; using %d", exc, CC_PREFILL_GRAPH_MAX_TOKENS)
         return CC_PREFILL_GRAPH_MAX_TOKENS
-SOURCE = "cc_runtime.sglang_prefill_graphs"
+
+
+SOURCE = "cc_runtime.sglang_prefill_graphs"  # who declared a resolution, in SGLang 0.5.23's records
 
 
 def _cap_sizes(sizes: list[int] | None, cap: int) -> list[int] | None:
