@@ -212,8 +212,12 @@ class ReadbackWorker:
         """
         ready = self.backend.new_event()
         ready.record()
+        # A copy submitted by a copy (on the worker thread) cannot wait for the worker: it skips the
+        # bound instead of waiting for itself forever.
+        bounded = threading.current_thread() is not self._thread
         with self._cv:
-            while not self._closed and len(self._items) >= self.max_pending and self._thread.is_alive():
+            while bounded and not self._closed and len(self._items) >= self.max_pending \
+                    and self._thread.is_alive():
                 self._cv.wait(_POLL_S)
             # Numbered after the wait: producers released together then append in numbering order.
             seq = self._seq

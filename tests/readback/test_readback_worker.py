@@ -313,3 +313,22 @@ def test_a_forked_child_fails_the_parents_pending_copies_instead_of_waiting(sim_
     assert os.waitstatus_to_exitcode(status) == 0
     assert stuck.result is None and not worker.closed  # the parent is untouched
     worker.shutdown()
+
+
+def test_a_copy_that_submits_another_on_a_full_queue_does_not_wait_for_itself(sim_off, gate):
+    worker = ReadbackWorker(sim_off, max_pending=1)
+    inner: list[CopyDone] = []
+    queue_full = threading.Event()
+
+    def outer_copy() -> str:
+        assert queue_full.wait(10)
+        inner.append(worker.submit(lambda: "inner"))
+        return "outer"
+
+    outer = worker.submit(outer_copy)
+    worker.submit(gate.wait)  # fills the queue while the outer copy runs
+    queue_full.set()
+    assert outer.synchronize(timeout=10) is None and outer.result == "outer"
+    gate.open()
+    assert inner[0].result == "inner"
+    assert worker.shutdown(timeout=10)
