@@ -87,6 +87,9 @@ class CopyDone:
                 if worker is not None:
                     worker._fail_remaining("readback worker thread exited unexpectedly")
                 self._finish(None, ReadbackShutdownError(f"readback #{self.seq}: worker is gone"))
+            elif threading.current_thread() is worker._thread:
+                raise ReadbackError(f"readback #{self.seq} waited for on the readback worker's own thread, "
+                                    "which would have to run it first: it would wait forever")
             elif deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"readback #{self.seq} still running after {timeout} s")
         error = self._error

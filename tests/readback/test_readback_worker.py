@@ -332,3 +332,19 @@ def test_a_copy_that_submits_another_on_a_full_queue_does_not_wait_for_itself(si
     gate.open()
     assert inner[0].result == "inner"
     assert worker.shutdown(timeout=10)
+
+
+def test_waiting_for_a_later_copy_on_the_worker_thread_raises_instead_of_hanging(sim_off):
+    worker = ReadbackWorker(sim_off)
+    later: list[CopyDone] = []
+
+    def wait_for_later() -> None:
+        later.append(worker.submit(lambda: 1))
+        later[0].synchronize()
+
+    first = worker.submit(wait_for_later)
+    with pytest.raises(ReadbackError, match="wait forever") as info:
+        first.synchronize(timeout=10)
+    assert isinstance(info.value.__cause__, ReadbackError)
+    assert later[0].result == 1  # the later copy still runs, in its turn
+    assert worker.shutdown(timeout=10)
