@@ -302,6 +302,9 @@ def cuda_l2_flusher(device_index: int) -> Callable[[], None]:
 
 
 # -- self-test ----------------------------------------------------------------------------------------
+BUSY_FACTOR = 50  # x the large workload (~5 ms on a GPU): longer than enqueuing the self-test's stamps
+
+
 def run_self_test(timer: Timer, small: int, large: int, granularity_ns: float | None = None,
                   empty_pairs: int = 16) -> SelfTest:
     """Monotonic stamps, more work -> larger delta; measures granularity and empty-interval cost.
@@ -317,6 +320,9 @@ def run_self_test(timer: Timer, small: int, large: int, granularity_ns: float | 
     chain = [timer.event() for _ in range(8)]
     empties = timer.pairs(empty_pairs)
     e0, e1, e2 = timer.event(), timer.event(), timer.event()
+    # Keep the device busy while the stamps below are enqueued: they then run back to back, so an empty
+    # interval is a stamp's device cost (what a sample of queued work contains), not the host's launch gap.
+    timer.spin(BUSY_FACTOR * large)
     for ev in chain:
         ev.record()
     for s, e in empties:

@@ -31,7 +31,7 @@ from cc_runtime.timer import (
     use_timer,
 )
 from cc_runtime.timer import select as timer_select
-from cc_runtime.timer.events import CudaEventTimer, run_self_test
+from cc_runtime.timer.events import CudaEventTimer, StampArena, run_self_test
 from cc_runtime.timer.kernel_files import KernelFileError
 
 # -- statistics -------------------------------------------------------------------------------------
@@ -255,6 +255,46 @@ def test_self_test_keeps_a_first_launch_compile_out_of_the_intervals():
     res = run_self_test(CompilesOnFirstSpin(FakeClock(), granularity_ns=32, stamp_cost_ns=1000), 20_000, 200_000)
     assert res.ok, res.reasons
     assert res.small_work_ms == pytest.approx(0.021, abs=1e-4)  # 20 us of spin + one 1 us stamp
+
+
+class QueuedDevice(StampArena):
+    """A device with a launch queue: each launch costs the host ``gap_ns``; a stamp runs when the device
+    is free, takes ``stamp_ns`` of device time and reads the clock then; ``spin(n)`` is n ns of work."""
+
+    name = "queued"
+
+    def __init__(self, gap_ns: int, stamp_ns: int) -> None:
+        super().__init__(64)
+        self.gap_ns, self.stamp_ns = gap_ns, stamp_ns
+        self.host = self.free = 0
+        self.stamps = [0] * 64
+
+    def _launch(self, device_ns: int) -> int:
+        self.host += self.gap_ns
+        start = max(self.host, self.free)
+        self.free = start + device_ns
+        return start
+
+    def _write(self, slot, stream):
+        self.stamps[slot] = self._launch(self.stamp_ns)
+
+    def _read(self, lo, hi):
+        return self.stamps[lo:hi]
+
+    def spin(self, amount):
+        self._launch(amount)
+
+    def synchronize(self):
+        self.host = max(self.host, self.free)
+
+
+def test_self_test_overhead_is_a_stamps_device_cost_not_the_launch_gap():
+    """Launching from Python takes longer than a stamp runs: back-to-back records on an idle device
+    would measure the host's 8 us gap; the self-test keeps the device busy and measures the 1 us."""
+    res = run_self_test(QueuedDevice(gap_ns=8000, stamp_ns=1000), 20_000, 200_000)
+    assert res.ok, res.reasons
+    assert res.overhead_ms == pytest.approx(0.001)
+    assert res.small_work_ms == pytest.approx(0.021) and res.large_work_ms == pytest.approx(0.201)
 
 
 def test_self_test_fails_when_work_is_invisible():
