@@ -84,9 +84,7 @@ def _legacy_profile_single_kernel(self: Any, runner: Any, inputs: Any, tactic: A
         end.record(stream)
         stream.synchronize()
     elapsed = start.elapsed_time(end)
-    if timer.subtract_overhead and 0 < timer.overhead_ms < elapsed:
-        elapsed -= timer.overhead_ms
-    avg_time = elapsed / repeat if is_valid_interval(elapsed) else math.inf
+    avg_time = timer.without_overhead(elapsed) / repeat if is_valid_interval(elapsed) else math.inf
     fi.logger.debug(f"[Autotuner]: profiling {runner} {tactic} (cc_runtime {timer.name}), avg_time {avg_time}")
     return avg_time
 

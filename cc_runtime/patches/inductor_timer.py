@@ -50,12 +50,8 @@ def min_valid_timing(event_pairs: list[tuple[Any, Any]]) -> float:
     if not ok:
         return math.inf
     best = min(ok)
-    first = event_pairs[0][0] if event_pairs else None
-    if isinstance(first, StampEvent):
-        arena = first._arena
-        if arena.subtract_overhead and 0 < arena.overhead_ms < best:
-            best -= arena.overhead_ms
-    return best
+    first = event_pairs[0][0]
+    return first._arena.without_overhead(best) if isinstance(first, StampEvent) else best
 
 
 def _upstream_has_it() -> str | None:

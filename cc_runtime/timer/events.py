@@ -78,6 +78,13 @@ class Timer:
     def pairs(self, n: int) -> list[tuple[Any, Any]]:
         return [(self.event(), self.event()) for _ in range(n)]
 
+    def without_overhead(self, ms: float) -> float:
+        """A valid interval less one stamp's cost (stamp timers), floored at one tick: every interval
+        loses the same offset, so their order is kept and none drops to zero or below."""
+        if not self.subtract_overhead or not self.overhead_ms > 0:
+            return ms
+        return max(ms - self.overhead_ms, self.granularity_ms or 1e-6)
+
     def synchronize(self) -> None:
         """Wait for all work this timer may stamp (the device, for GPU timers)."""
 

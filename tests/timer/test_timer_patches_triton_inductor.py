@@ -151,6 +151,26 @@ def test_inductor_event_pairs_are_globaltimer_stamps_and_bad_readings_lose(cc_on
         assert bench.get_event_pairs_min_timing(pairs) == 0.1  # the original would return -3.0
 
 
+def test_min_timing_keeps_the_order_of_candidates_around_the_stamp_cost():
+    """The stamp cost comes off every candidate alike: one reading just below it must not come out
+    slower than one just above it (before, only readings above it were corrected)."""
+    from cc_runtime.patches.inductor_timer import min_valid_timing
+
+    def timed(interval_ns: int) -> float:
+        clock = FakeClock()
+        timer = FakeTimer(clock)
+        timer.overhead_ms = 0.005  # a self-test's estimate of one stamp
+        s, e = timer.event(), timer.event()
+        s.record()
+        clock.advance(interval_ns)
+        e.record()
+        return min_valid_timing([(s, e)])
+
+    below, above = timed(4_000), timed(6_000)
+    assert 0 < below < above
+    assert above == pytest.approx(0.001, abs=64e-6)  # within two 32 ns ticks
+
+
 @pytest.mark.timeout(180)
 def test_inductor_cpu_event_pairs_keep_upstream_behaviour(cc_on):
     b = pytest.importorskip("torch._inductor.runtime.benchmarking")
