@@ -118,9 +118,11 @@ def _finish(timer: Timer, raw: Sequence[float], calls: int, overhead: float, pla
     samples = [(r - overhead) / calls for r in raw]
     stats = TimingStats.of(samples)
     if stats.n == 0 and overhead > 0 and any(is_valid_interval(r) for r in raw):
-        # Shorter than a stamp's own cost: report the uncorrected time rather than nothing.
-        notes.append("every sample was shorter than the stamp overhead; reporting uncorrected intervals")
-        stats = TimingStats.of([r / calls for r in raw])
+        # Shorter than a stamp's own cost: below resolution, so one tick (never the uncorrected time,
+        # which would rank this function behind slower ones whose samples were corrected).
+        notes.append("every sample was shorter than the stamp overhead; reporting one timer tick")
+        tick = max(timer.granularity_ms, 1e-6)
+        stats = TimingStats.of([tick / calls for r in raw if is_valid_interval(r)])
     if stats.n_rejected:
         notes.append(f"rejected {stats.n_rejected} of {len(raw)} samples (non-positive or NaN)")
         log.debug("cc_runtime timer: %s", notes[-1])

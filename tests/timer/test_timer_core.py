@@ -188,6 +188,17 @@ def test_tiny_function_below_one_tick_groups_calls():
     assert r.summarize(return_mode="mean") == pytest.approx(0.000010, abs=1e-6)
 
 
+def test_samples_below_the_stamp_cost_never_rank_behind_slower_ones():
+    from cc_runtime.timer.benchmark import _finish
+
+    t = FakeTimer(FakeClock(), granularity_ns=32)
+    tiny = _finish(t, [0.0009, 0.0008], 1, 0.001, 0.001, 0, [])  # all shorter than the 1 us stamp
+    slower = _finish(t, [0.0011, 0.0012], 1, 0.001, 0.001, 0, [])
+    assert tiny.median == pytest.approx(32e-6)
+    assert slower.median == pytest.approx(0.00015)
+    assert any("one timer tick" in n for n in tiny.notes)
+
+
 def test_negative_event_readings_are_rejected_and_counted():
     readings = iter([-1.0, 0.05, math.nan, 0.05] * 100_000)
     clock = FakeClock()
