@@ -28,6 +28,9 @@ While emulation is active, in every thread of the process:
   as the R580 CC release notes say. ``pin_memory()`` keeps working, as it does under real CC
   (``cudaHostAlloc`` is allowed; it just buys nothing because copies go through the bounce buffer).
 
+While a torch-function mode is active in a thread that has the launch mode, the method hooks leave
+copies to the dispatcher (``Emulator.charged_at_dispatch``): the mode may answer a ``.to("cpu")``
+without copying (cc_runtime's coalescing readback), and only copies that happen may be charged.
 Copies made during CUDA-graph capture are passed through untouched (a host sync is illegal there).
 Refused when real CC is on (the costs would be counted twice). Everything is installed through a
 :class:`~cc_runtime.patching.PatchContext`, so disabling restores every patched object exactly.
@@ -168,6 +171,17 @@ class Emulator:
         self._count(f"bytes_{direction}", nbytes or 0)
         return out
 
+    def charged_at_dispatch(self) -> bool:
+        """Whether this thread's launch-cost mode will see (and charge) a copy that reaches the dispatcher.
+
+        The method hooks ask this only while a torch-function mode is active: such a mode may answer a
+        copy without making one (cc_runtime's coalescing readback defers them into one crossing), so
+        the hook leaves the charge to the dispatcher, which sees only copies that really happen."""
+        import torch
+
+        n = torch._C._len_torch_dispatch_stack()
+        return any(getattr(torch._C._get_dispatch_stack_at(i), "emulator", None) is self for i in range(n))
+
     def launch(self, started: float) -> None:
         """Charge one eager launch whose hook was entered at ``started`` (perf_counter)."""
         if self.backend.is_capturing():
@@ -198,9 +212,10 @@ def _hook_to(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
 
     parse_to = torch._C._nn._parse_to
     is_compiling = torch.compiler.is_compiling
+    tf_mode = torch._C._is_torch_function_mode_enabled
 
     def to(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if is_compiling() or not em.active or not (args or kwargs):
+        if is_compiling() or not em.active or not (args or kwargs) or (tf_mode() and em.charged_at_dispatch()):
             return orig(self, *args, **kwargs)
         started = perf_counter()
         try:
@@ -220,9 +235,10 @@ def _hook_copy_(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
     import torch
 
     is_compiling = torch.compiler.is_compiling
+    tf_mode = torch._C._is_torch_function_mode_enabled
 
     def copy_(self: Any, src: Any, *args: Any, **kwargs: Any) -> Any:
-        if is_compiling() or not em.active:
+        if is_compiling() or not em.active or (tf_mode() and em.charged_at_dispatch()):
             return orig(self, src, *args, **kwargs)
         started = perf_counter()
         dst_dev, src_dev = em.is_dev(self.device), em.is_dev(getattr(src, "device", None))
@@ -235,14 +251,18 @@ def _hook_copy_(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
     return copy_
 
 
-def _hook_d2h(em: Emulator, orig: Callable[..., Any], whole: bool) -> Callable[..., Any]:
-    """``cpu()``, ``tolist()`` (whole tensor) and ``item()`` (one element) read device memory back."""
+def _hook_d2h(em: Emulator, orig: Callable[..., Any], whole: bool, dispatched: bool = True) -> Callable[..., Any]:
+    """``cpu()``, ``tolist()`` (whole tensor) and ``item()`` (one element) read device memory back.
+
+    ``dispatched``: the read reaches the dispatcher as a copy op the launch mode charges."""
     import torch
 
     is_compiling = torch.compiler.is_compiling
+    tf_mode = torch._C._is_torch_function_mode_enabled
 
     def d2h(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if is_compiling() or not em.active or not em.is_dev(self.device):
+        if is_compiling() or not em.active or not em.is_dev(self.device) \
+                or (dispatched and tf_mode() and em.charged_at_dispatch()):
             return orig(self, *args, **kwargs)
         started = perf_counter()
         nbytes = _nbytes(self) if whole else int(self.element_size())
@@ -256,9 +276,10 @@ def _hook_cuda(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
     import torch
 
     is_compiling = torch.compiler.is_compiling
+    tf_mode = torch._C._is_torch_function_mode_enabled
 
     def cuda(self: Any, device: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if is_compiling() or not em.active or em.is_dev(self.device):
+        if is_compiling() or not em.active or em.is_dev(self.device) or (tf_mode() and em.charged_at_dispatch()):
             return orig(self, device, *args, **kwargs)
         started = perf_counter()
         target = em.backend.default_device(device)
@@ -462,7 +483,7 @@ def install(ctx: Any, profile: Profile | str | None, *, backend: Any = None, see
     ctx.replace(T, "to", _hook_to(em, T.to))
     ctx.replace(T, "copy_", _hook_copy_(em, T.copy_))
     ctx.replace(T, "cpu", _hook_d2h(em, T.cpu, whole=True))
-    ctx.replace(T, "tolist", _hook_d2h(em, T.tolist, whole=True))
+    ctx.replace(T, "tolist", _hook_d2h(em, T.tolist, whole=True, dispatched=False))
     ctx.replace(T, "item", _hook_d2h(em, T.item, whole=False))
     ctx.replace(T, "cuda", _hook_cuda(em, T.cuda))
     ctx.replace(tm, "tensor", _hook_factory(em, tm.tensor, None))

@@ -293,3 +293,32 @@ def test_thread_started_before_enable_pays_copies_but_not_launches(sim) -> None:
         assert done.wait(5)
         t.join()
         assert em.stats["h2d"] == 1 and em.stats["launches"] == 0
+
+
+@pytest.mark.timeout(10)
+def test_a_copy_a_torch_function_mode_answers_without_copying_is_not_charged(sim) -> None:
+    """cc_runtime's coalescing readback defers small ``.to("cpu")`` calls through a TorchFunctionMode and
+    crosses once later: only copies that reach the dispatcher may be charged, or emulated SGLang would
+    pay one CC crossing per deferred tensor on top of the coalesced one."""
+    from torch.overrides import TorchFunctionMode
+
+    class Defer(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            # torch hands the mode the current ``Tensor.to`` (the emulator's hook), as it does for
+            # cc_runtime.patches.sglang_readback's deferring mode.
+            if func in (torch.Tensor.to, torch._C.TensorBase.to) and args[0].device.type == "meta":
+                return torch.empty(args[0].shape)  # answered on the host: no crossing
+            return func(*args, **kwargs)
+
+    s = sim.Stream()
+    log: list[str] = []
+    with ec.emulate("h100", backend=ec.StandInBackend(s)) as em:
+        with Defer():
+            torch.empty(4, device="meta").to("cpu", non_blocking=True)
+            assert em.stats["d2h"] == 0
+            _blocker(sim, s, log)
+            torch.ones(4).to("meta")  # a real crossing: charged (at dispatch), after earlier work
+            log.append("returned")
+        assert log == ["queued op finished", "returned"]
+        assert em.stats["h2d"] == 1 and em.stats["bytes_h2d"] == 16
