@@ -173,8 +173,8 @@ def _mode_class() -> Any:
     import torch
     from torch.overrides import TorchFunctionMode
 
-    # The C methods too: a wrapper installed over Tensor.to (the CC emulator's copy hook) hands the
-    # mode the original C method, not the wrapper. Looked up per call, so a hook installed later counts.
+    # torch hands the mode whatever ``torch.Tensor.to`` is at call time (the CC emulator's copy hook
+    # while emulating), so it is looked up per call; the C method covers calls made through it directly.
     def to_funcs() -> tuple[Any, ...]:
         return (torch.Tensor.to, torch._C.TensorBase.to)
 
