@@ -174,7 +174,7 @@ def _mode_class() -> Any:
     from torch.overrides import TorchFunctionMode
 
     # torch hands the mode whatever ``torch.Tensor.to`` is at call time (the CC emulator's copy hook
-    # while emulating), so it is looked up per call; the C method covers calls made through it directly.
+    # while emulating), so it is looked up per call; unwrapped, that is the C method itself.
     def to_funcs() -> tuple[Any, ...]:
         return (torch.Tensor.to, torch._C.TensorBase.to)
 
