@@ -184,7 +184,7 @@ def backend_for(device: Any = None) -> DeviceBackend:
 
     Raises ValueError with a clear message when nothing usable is given (e.g. no GPU and no SimDevice).
     """
-    if isinstance(device, (DeviceModuleBackend, SimDeviceBackend)):
+    if isinstance(device, DeviceBackend):  # ours, or any object implementing the protocol
         return device
     if device is not None and _is_simdevice(device):
         return SimDeviceBackend(device)

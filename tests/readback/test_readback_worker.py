@@ -348,3 +348,19 @@ def test_waiting_for_a_later_copy_on_the_worker_thread_raises_instead_of_hanging
     assert isinstance(info.value.__cause__, ReadbackError)
     assert later[0].result == 1  # the later copy still runs, in its turn
     assert worker.shutdown(timeout=10)
+
+
+def test_any_object_implementing_the_backend_protocol_is_used_as_is(sim_off):
+    """The worker documents ``device`` may be a DeviceBackend: not only the two built-in classes."""
+
+    class Delegating:  # implements the protocol without subclassing either built-in backend
+        def __init__(self, inner: SimDeviceBackend) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str):
+            return getattr(self.inner, name)
+
+    backend = Delegating(SimDeviceBackend(sim_off))
+    assert backend_for(backend) is backend
+    with ReadbackWorker(backend) as worker:
+        assert worker.backend is backend and worker.submit(lambda: 7).result == 7
