@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     if got is not None and got != expected:
         print(f"FAIL  sglang version {got} != expected {expected}")
         failed += 1
-    print(f"{failed} failed")
+    print(f"upstream import check: {failed} problem(s)")
     return 1 if failed else 0
 
 
