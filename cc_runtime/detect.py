@@ -18,8 +18,6 @@ from typing import Any
 
 from . import settings as _settings
 
-SOURCES = ("nvml", "env", "emulated", "none")
-
 _CPU_TEE = {0: "none", 1: "amd-sev", 2: "intel-tdx", 3: "amd-sev-snp", 4: "amd-snp-vtom"}
 _ENVIRONMENT = {0: "unavailable", 1: "sim", 2: "prod"}
 _MULTI_GPU = {0: "none", 1: "protected-pcie", 2: "nvlink-encryption"}

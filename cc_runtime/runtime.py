@@ -23,7 +23,6 @@ BOOTSTRAP_VAR = "CC_RUNTIME_BOOTSTRAP"
 
 _lock = threading.RLock()
 _manager: PatchManager | None = None
-_settings: settings.Settings | None = None
 
 
 def manager() -> PatchManager:
@@ -60,8 +59,6 @@ def activate(
             detect.set_state(state)
         else:
             state = detect.cc_state()
-        global _settings
-        _settings = cfg
         if propagate:
             _propagate(cc=cc, emulate=emulate, patches=patches, strict=strict)
         manager().activate(state, cfg)
@@ -119,9 +116,8 @@ def _report_error(message: str) -> None:
 
 def _reset_for_tests() -> None:
     """Revert everything and forget the manager and the cached CC state."""
-    global _manager, _settings
+    global _manager
     with _lock:
         deactivate()
         _manager = None
-        _settings = None
         detect.reset()

@@ -237,7 +237,6 @@ class SimDevice:
     """A simulated GPU. ``profile`` None (or ``"off"``) means CC off; any CC profile turns CC on."""
 
     simulated = True
-    label_kind = "simulated"
 
     def __init__(self, profile: Profile | str | None = None, name: str = "sim:0", seed: int = 0) -> None:
         self.profile: Profile = load_profile(profile)

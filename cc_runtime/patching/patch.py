@@ -147,10 +147,6 @@ class PatchContext:
                 errors.append(exc)
         return errors
 
-    @property
-    def changes(self) -> int:
-        return len(self._undo)
-
 
 def _raw_attr(owner: Any, attr: str) -> Any:
     d = getattr(owner, "__dict__", None)
