@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import statistics
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -37,21 +38,39 @@ class BenchContext:
 @dataclass
 class BenchResult:
     benchmark: str
-    summary: dict[str, float | int | None]
+    #: What this run measured, each value with its spread over repetitions (see :func:`spread`).
+    summary: dict[str, Any]
     rows: list[dict[str, Any]]
     columns: Sequence[str] | None = None
     notes: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
     title: str = ""
+    #: What was computed from a profile, a launch count or a constant, never measured: each entry names
+    #: its source (``{"value": ..., "source": "..."}``), so it cannot be read as evidence.
+    model: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "benchmark": self.benchmark,
             "environment": self.environment,
             "summary": self.summary,
+            "model": self.model,
             "rows": self.rows,
             "notes": self.notes,
         }
+
+
+def spread(values: Iterable[float]) -> dict[str, float]:
+    """A measured summary value: median, min and max over this run's repetitions (and how many)."""
+    vals = sorted(float(v) for v in values)
+    if not vals:
+        raise ValueError("spread() of no measurements")
+    return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "n": len(vals)}
+
+
+def modelled(value: Any, source: str) -> dict[str, Any]:
+    """A ``model`` entry: a value that was computed or assumed, with where it came from."""
+    return {"value": value, "source": source}
 
 
 def default_device() -> str:
