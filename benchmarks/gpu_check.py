@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("emulator", "timer", "readback", "prefill")
+BENCHMARKS = ("emulator", "timer", "readback", "prefill", "step")
 
 
 def _env() -> dict[str, str]:

@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "timer": "cc_runtime.bench.timer",
     "readback": "cc_runtime.bench.readback",
     "prefill": "cc_runtime.bench.prefill",
+    "step": "cc_runtime.bench.step",
 }
 
 __all__ = ["BENCHMARKS", "BenchContext", "BenchResult", "add_bench_parser", "environment", "main_bench",
