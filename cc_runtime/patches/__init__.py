@@ -22,6 +22,7 @@ PATCH_MODULES = (
     "flashinfer_timer",      # FlashInfer AutoTuner timer and CC detection gap
     "sglang_readback",       # async, coalesced D2H readback in SGLang's overlap scheduler
     "sglang_prefill_graphs", # prefill / mixed CUDA graphs in SGLang under CC
+    "sglang_staging",        # per-step host->device inputs staged in one crossing on a side stream
 )
 
 
