@@ -182,10 +182,13 @@ class H2DStager:
 
     ``cc``: whether host->device copies are CC crossings (None: the device's own CC flag for a
     SimDevice, else cc_runtime's CC state). Off CC every call is a pass-through plain copy.
+    ``pin_memory``: pinned host slots (default: on CUDA). ``non_blocking``: queue the H2D instead of
+    waiting for it (default: when pinned).
     """
 
     def __init__(self, device: Any = None, *, cc: bool | None = None, slots: int = DEFAULT_SLOTS,
-                 max_slots: int = DEFAULT_MAX_SLOTS, pin_memory: bool | None = None) -> None:
+                 max_slots: int = DEFAULT_MAX_SLOTS, pin_memory: bool | None = None,
+                 non_blocking: bool | None = None) -> None:
         if not 1 <= slots <= max_slots:
             raise ValueError(f"need 1 <= slots <= max_slots, got slots={slots}, max_slots={max_slots}")
         self.backend: DeviceBackend = backend_for(device)
@@ -197,6 +200,9 @@ class H2DStager:
         self._retired: list[_Slot] = []
         self._lock = threading.Lock()
         self._pin = pin_memory
+        # None: non_blocking exactly when the host buffer is pinned (a pageable non_blocking copy is
+        # synchronous on CUDA anyway). The host buffer is reused only after its copy's event completes.
+        self._non_blocking = non_blocking
         self._seq = 0
         self.staged = 0
         self.passed_through = 0
@@ -240,7 +246,7 @@ class H2DStager:
             with self.backend.stream(self.stream):
                 try:
                     if n:
-                        self.backend.copy_to_device(self._dev(slot.device[:n]), slot.host[:n], non_blocking=slot.pinned)
+                        self.backend.copy_to_device(self._dev(slot.device[:n]), slot.host[:n], non_blocking=slot.pinned if self._non_blocking is None else self._non_blocking)
                 except Exception as exc:  # noqa: BLE001 - raised where the inputs are consumed
                     log.error("cc_runtime: staged host->device copy #%d failed: %s: %s", seq,
                               type(exc).__name__, exc)
