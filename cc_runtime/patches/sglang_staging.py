@@ -12,7 +12,8 @@ PatchContext, so ``cc_runtime.deactivate()`` restores the original objects):
 * ``sglang.h2d_staging`` (0.5.12 - 0.5.22): the batch builders run inside
   :func:`cc_runtime.staging.deferred.deferred_h2d`: ``ScheduleBatch.prepare_for_extend`` (which calls
   ``alloc_for_extend`` and ``SamplingBatchInfo.from_schedule_batch``), ``prepare_for_decode``,
-  ``filter_batch``, ``merge_batch``, ``get_model_worker_batch`` and ``ForwardBatch.init_new``. Each
+  ``filter_batch``, ``merge_batch``, ``get_model_worker_batch``, ``ForwardBatch.init_new`` and
+  ``SamplingBatchInfo.from_schedule_batch`` (also called by the scheduler on its own). Each
   fresh device tensor made from host data (``host.to(dev)``, ``torch.tensor(data, device=dev)``) is a
   placeholder until the first op that reads it (or the builder's end); then all pending ones cross
   together: one packed copy on the stager's idle side stream, the current stream waits on its event,
@@ -55,6 +56,7 @@ from ..patching import Patch, PatchContext
 log = logging.getLogger("cc_runtime.patches.sglang_staging")
 
 SCHEDULE_BATCH_MODULE = "sglang.srt.managers.schedule_batch"
+SAMPLING_MODULE = "sglang.srt.sampling.sampling_batch_info"
 FORWARD_BATCH_MODULE = "sglang.srt.model_executor.forward_batch_info"
 COMMON_MODULE = "sglang.srt.utils.common"
 OVERLAP_MODULE = "sglang.srt.managers.overlap_utils"
@@ -138,7 +140,8 @@ def _targets(key: str) -> Any:
 
 
 def _device_of(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    dev = getattr(instance, "device", None)
+    # A classmethod's instance is the class: its ``device`` is a dataclass default, not this batch's.
+    dev = None if isinstance(instance, type) else getattr(instance, "device", None)
     if dev is None:  # ForwardBatch.init_new(batch, model_runner) / resolve_forward_inputs(batch, ...)
         for a in (*args, *kwargs.values()):
             dev = getattr(a, "device", None)
@@ -216,6 +219,10 @@ def _wrap_builders(ctx: PatchContext) -> list[str]:
             wrapped.append(f"ScheduleBatch.{name}")
     ctx.wrap(fb, "init_new", _in_scope)
     wrapped.append("ForwardBatch.init_new")
+    sbi = getattr(importlib.import_module(SAMPLING_MODULE), "SamplingBatchInfo", None)
+    if sbi is not None and hasattr(sbi, "from_schedule_batch"):  # also called outside the builders
+        ctx.wrap(sbi, "from_schedule_batch", _in_scope)
+        wrapped.append("SamplingBatchInfo.from_schedule_batch")
     ctx.on_revert(STATE.reset)
     return wrapped
 

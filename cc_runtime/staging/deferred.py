@@ -50,6 +50,7 @@ class Collector:
         self.max_bytes = max_bytes
         self.pending: list[tuple[Any, Any, _Arena, int]] = []  # (host, placeholder, arena, offset)
         self.ids: set[int] = set()
+        self.views: list[Any] = []  # views of placeholders (kept alive so their ids stay theirs)
         self.arenas: list[_Arena] = []
         self.flushes = 0
         self.deferred = 0
@@ -78,6 +79,11 @@ class Collector:
         self.deferred += 1
         return placeholder
 
+    def track_view(self, view: Any) -> None:
+        """A view of a pending placeholder is pending too: its first read must flush."""
+        self.views.append(self.stager._dev(view))
+        self.ids.add(id(view))
+
     def touches(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> bool:
         ids = self.ids
         for a in (*args, *(kwargs.values() if kwargs else ())):
@@ -94,7 +100,7 @@ class Collector:
         if not self.pending:
             return 0
         pending, arenas = self.pending, self.arenas
-        self.pending, self.ids, self.arenas = [], set(), []
+        self.pending, self.ids, self.arenas, self.views = [], set(), [], []
         # One slot region per arena, laid out exactly as the arena, so one D2D per arena fills it.
         bases: dict[int, int] = {}
         cursor = 0
@@ -166,6 +172,9 @@ def _mode_class() -> Any:
     meta |= {torch.Tensor.size, torch.Tensor.dim, torch.Tensor.numel, torch.Tensor.__len__,
              torch.Tensor.element_size, torch.Tensor.stride, torch.Tensor.is_contiguous, torch.Tensor.get_device}
 
+    # Always views (never copies): the result aliases a placeholder without reading it.
+    view_funcs = {torch.Tensor.view, torch.Tensor.unsqueeze, torch.Tensor.squeeze, torch.Tensor.expand}
+
     class DeferHostToDevice(TorchFunctionMode):
         def __init__(self, collector: Collector) -> None:
             super().__init__()
@@ -188,6 +197,11 @@ def _mode_class() -> Any:
                 if placeholder is not None:
                     return placeholder
                 return host.to(kwargs["device"])
+            if c.pending and func in view_funcs and args and id(args[0]) in c.ids:
+                out = func(*args, **kwargs)  # a view reads no bytes; it is tracked like its base
+                if isinstance(out, torch.Tensor):
+                    c.track_view(out)
+                return out
             if c.pending and func not in meta and c.touches(args, kwargs):
                 c.flush()
             return func(*args, **kwargs)

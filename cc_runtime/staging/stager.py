@@ -241,17 +241,23 @@ class H2DStager:
             pieces = byte_pieces(hosts, layout, torch.empty(ALIGN, dtype=torch.uint8))
             if pieces:
                 torch.cat(pieces, out=slot.host[:n])
-            ready = self.backend.new_event()
+            non_blocking = slot.pinned if self._non_blocking is None else self._non_blocking
+            ready: Any = None
             error: BaseException | None = None
             with self.backend.stream(self.stream):
                 try:
                     if n:
-                        self.backend.copy_to_device(self._dev(slot.device[:n]), slot.host[:n], non_blocking=slot.pinned if self._non_blocking is None else self._non_blocking)
+                        self.backend.copy_to_device(self._dev(slot.device[:n]), slot.host[:n],
+                                                    non_blocking=non_blocking)
                 except Exception as exc:  # noqa: BLE001 - raised where the inputs are consumed
                     log.error("cc_runtime: staged host->device copy #%d failed: %s: %s", seq,
                               type(exc).__name__, exc)
                     error = exc
-                ready.record()
+                if non_blocking:
+                    # Queued: consumers wait for this event. A blocking copy (pageable, or any copy
+                    # under CC) is complete on return, so it needs no event and no device-side wait.
+                    ready = self.backend.new_event()
+                    ready.record()
             slot.copied = ready
             self.staged += 1
         return StagedInputs(self, slot, layout, ready, error=error, seq=seq)

@@ -85,3 +85,14 @@ def test_other_devices_are_left_alone(sim_cc):
     with deferred_h2d(st, lambda dev: str(dev) == "cuda:0") as c:
         a = torch.tensor([1]).to("cpu")
     assert c.deferred == 0 and not sim_cc.is_device(a)
+
+
+def test_views_of_placeholders_stay_deferred_and_flush_on_their_first_read(sim_cc):
+    st = H2DStager(sim_cc)
+    with deferred_h2d(st, _is_target) as c:
+        t = torch.tensor([0.5, 1.5], dtype=torch.float32).to("cpu").view(-1, 1)  # SGLang's temperatures
+        k = torch.tensor([3, 4], dtype=torch.int32).to("cpu")
+        assert c.flushes == 0
+        doubled = t * 2  # reads the view: flush
+        assert c.flushes == 1
+    assert doubled.tolist() == [[1.0], [3.0]] and k.tolist() == [3, 4]
