@@ -274,7 +274,9 @@ class H2DStager:
             dst = self.backend.device_bytes(h.numel() * h.element_size())
             view = self._dev(dst.view(h.dtype).view(h.shape))
             if h.numel():
-                self.backend.copy_to_device(view, h, non_blocking=False)
+                # Pinned sources copy asynchronously (and can be captured into a graph); pageable
+                # ones are synchronous either way.
+                self.backend.copy_to_device(view, h, non_blocking=_is_pinned(h))
             outs.append(view)
         self.passed_through += 1
         layout = Layout(tuple(Segment(0, h.numel() * h.element_size(), h.dtype, tuple(h.shape)) for h in hosts), 0)
@@ -340,6 +342,13 @@ class H2DStager:
             for t in tensors:
                 sim.mark_device(t)
         return tensors
+
+
+def _is_pinned(t: torch.Tensor) -> bool:
+    try:
+        return bool(t.is_pinned())
+    except RuntimeError:  # no accelerator runtime in this build
+        return False
 
 
 def _cc_of(backend: DeviceBackend) -> bool:

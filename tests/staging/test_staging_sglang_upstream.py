@@ -180,7 +180,8 @@ def _decode_batch(sg: SimpleNamespace, reqs: list[Any]) -> Any:
         hisparse_coordinator=None, mamba_track_indices=None, encoder_lens=None,
     )
     for k, v in fields.items():
-        setattr(b, k, v)
+        if not isinstance(getattr(type(b), k, None), property):  # derived fields stay derived
+            setattr(b, k, v)
     return b
 
 
