@@ -34,10 +34,10 @@ ARENA_BYTES = 64 << 10
 
 
 class _Arena:
-    __slots__ = ("buf", "used")
+    __slots__ = ("buf", "used", "stream")
 
-    def __init__(self, buf: Any) -> None:
-        self.buf, self.used = buf, 0
+    def __init__(self, buf: Any, stream: Any) -> None:
+        self.buf, self.used, self.stream = buf, 0, stream
 
 
 class Collector:
@@ -68,7 +68,8 @@ class Collector:
         arena = self.arenas[-1] if self.arenas else None
         offset = _align(arena.used, ALIGN) if arena is not None else 0
         if arena is None or offset + nbytes > arena.buf.numel():
-            arena = _Arena(self.stager.backend.device_bytes(max(ARENA_BYTES, _align(nbytes, ALIGN))))
+            backend = self.stager.backend
+            arena = _Arena(backend.device_bytes(max(ARENA_BYTES, _align(nbytes, ALIGN))), backend.current_stream())
             self.arenas.append(arena)
             offset = 0
         arena.used = offset + nbytes
@@ -110,9 +111,18 @@ class Collector:
         segs = tuple(Segment(bases[id(a)] + off, h.numel() * h.element_size(), h.dtype, tuple(h.shape))
                      for h, _p, a, off in pending)
         staged = self.stager.stage_layout([h for h, _p, _a, _o in pending], Layout(segs, cursor))
+        _written_on_current_stream(arenas, self.stager.backend.current_stream())
         staged.copy_regions([(a.buf, bases[id(a)], a.used) for a in arenas])
         self.flushes += 1
         return len(pending)
+
+
+def _written_on_current_stream(arenas: list[_Arena], stream: Any) -> None:
+    # An arena allocated on one CUDA stream and filled on another: tell the caching allocator, so the
+    # memory is not handed out again before the filling stream is done with it.
+    for arena in arenas:
+        if arena.stream is not stream and getattr(arena.buf, "is_cuda", False):
+            arena.buf.record_stream(stream)
 
 
 _tls = threading.local()

@@ -304,17 +304,26 @@ class H2DStager:
             old = _Slot()
             old.device, old.host, old.releases, old.copied = slot.device, slot.host, slot.releases, slot.copied
             self._retired.append(old)  # kept alive until its readers are done
-            slot.device = None
+            slot.device = slot.host = None
+        elif slot.copied is not None and not slot.copied.query():
+            # Its last copy may still read the host buffer: pack into a new one, never over it.
+            old = _Slot()
+            old.host, old.copied = slot.host, slot.copied
+            self._retired.append(old)
+            slot.host = None
         slot.releases = []
         return self._fit(slot, nbytes)
 
     def _fit(self, slot: _Slot, nbytes: int) -> _Slot:
-        if slot.capacity >= nbytes:
+        if slot.capacity >= nbytes and slot.host is not None:
             return slot
         import torch
 
-        size = max(MIN_SLOT_BYTES, 1 << max(0, (nbytes - 1).bit_length()))
-        slot.device = self.backend.device_bytes(size)
+        if slot.capacity >= nbytes:
+            size = slot.capacity  # only the host buffer is new
+        else:
+            size = max(MIN_SLOT_BYTES, 1 << max(0, (nbytes - 1).bit_length()))
+            slot.device = self.backend.device_bytes(size)
         pin = self._pin if self._pin is not None else getattr(slot.device, "is_cuda", False)
         try:
             slot.host = torch.empty(size, dtype=torch.uint8, pin_memory=bool(pin))

@@ -174,3 +174,16 @@ def test_concurrent_stagers_keep_every_stage_separate(sim_cc):
     for t in threads:
         t.join(60)
     assert not errors
+
+
+def test_host_buffer_is_not_repacked_while_its_copy_is_still_queued(sim_off, gate):
+    st = H2DStager(sim_off, cc=True, slots=1, max_slots=1, non_blocking=True)
+    with sim_off.stream(st.stream):
+        sim_off.launch(gate.wait, 0.0)  # the first copy stays queued, its host buffer unread
+    consumer = sim_off.Stream(name="consumer")
+    with sim_off.stream(consumer):
+        a = st.stage([[1, 1, 1], [0]], torch.int64).tensors()
+        b = st.stage([[2, 2, 2], [0]], torch.int64).tensors()  # the only slot: a new host buffer
+    gate.open()
+    consumer.synchronize()
+    assert (a[0].tolist(), b[0].tolist()) == ([1, 1, 1], [2, 2, 2])

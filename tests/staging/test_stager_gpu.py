@@ -83,3 +83,15 @@ def test_never_stages_inside_graph_capture():
     g.replay()
     torch.cuda.synchronize()
     assert doubled.tolist() == [2 * i for i in range(16)]
+
+
+def test_pinned_host_buffer_is_not_repacked_while_its_copy_is_queued():
+    st = _stager(slots=1, max_slots=1)
+    with torch.cuda.stream(st.stream):
+        torch.cuda._sleep(SLOW)  # the first copy stays queued, reading its pinned buffer later
+    consumer = torch.cuda.Stream()
+    with torch.cuda.stream(consumer):
+        (a,) = st.stage([[1] * 4096], torch.int64).tensors()
+        (b,) = st.stage([[2] * 4096], torch.int64).tensors()
+    consumer.synchronize()
+    assert a.eq(1).all().item() and b.eq(2).all().item()
