@@ -67,8 +67,8 @@ class DeviceBackend(Protocol):
         """One host->device crossing on the current stream."""
         ...
 
-    def copy_on_device(self, dst: torch.Tensor, src: torch.Tensor) -> None:
-        """A device->device copy queued on the current stream (no crossing)."""
+    def copy_on_device(self, dst: torch.Tensor, src: torch.Tensor) -> bool:
+        """A device->device copy on the current stream (no crossing); True if it already completed."""
         ...
 
     def wait_event(self, event: Any) -> None:
@@ -163,8 +163,9 @@ class DeviceModuleBackend(_Counting):
         self._count_h2d()
         dst.copy_(src, non_blocking=non_blocking)
 
-    def copy_on_device(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+    def copy_on_device(self, dst: torch.Tensor, src: torch.Tensor) -> bool:
         dst.copy_(src, non_blocking=True)
+        return False  # queued
 
     def wait_event(self, event: Any) -> None:
         event.wait(self.module.current_stream())
@@ -233,11 +234,13 @@ class SimDeviceBackend(_Counting):
         self._count_h2d()
         self.sim.copy_(dst, src, non_blocking=non_blocking)
 
-    def copy_on_device(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+    def copy_on_device(self, dst: torch.Tensor, src: torch.Tensor) -> bool:
         # Plain torch ops on simulated device memory run at once on the host, not in stream order; a
         # copy onto an idle stream therefore completes before returning, so such reads see it (the cost
         # is the same D2D); behind queued work it is queued, as on a GPU.
-        self.sim.copy_(dst, src, non_blocking=not self.sim.current_stream().query())
+        idle = bool(self.sim.current_stream().query())
+        self.sim.copy_(dst, src, non_blocking=not idle)
+        return idle
 
     def wait_event(self, event: Any) -> None:
         if not event.query():  # a completed event orders nothing; queuing a wait would only delay

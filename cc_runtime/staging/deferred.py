@@ -149,9 +149,16 @@ def deferred_h2d(stager: H2DStager, is_target: Callable[[Any], bool],
     try:
         with _mode_class()(collector):
             yield collector
+    except BaseException:
+        _tls.collector = None
+        try:
+            collector.flush()
+        except Exception as exc:  # noqa: BLE001 - the block's own error is the one to report
+            log.error("cc_runtime: staged inputs of a failed block could not be copied: %s", exc)
+        raise
     finally:
         _tls.collector = None
-        collector.flush()
+    collector.flush()
 
 
 def _target_of(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, bool]:

@@ -138,9 +138,9 @@ class StagedInputs:
         backend = self._stager.backend
         n = self.layout.nbytes
         buf = backend.device_bytes(n)
-        if n:
-            backend.copy_on_device(buf, self._stager._dev(self._slot.device[:n]))
-        self._stager._release(self._slot)
+        done = backend.copy_on_device(buf, self._stager._dev(self._slot.device[:n])) if n else True
+        if not done:  # a copy that already completed no longer reads the slot
+            self._stager._release(self._slot)
         return self._stager._mark(unpack(buf, self.layout))
 
     def copy_regions(self, regions: Sequence[tuple[Any, int, int]]) -> None:
@@ -148,11 +148,13 @@ class StagedInputs:
         self.wait()
         assert self._slot is not None and self._stager is not None
         backend = self._stager.backend
+        done = True
         for dst, offset, nbytes in regions:
             if nbytes:
-                backend.copy_on_device(self._stager._dev(dst[:nbytes]),
-                                        self._stager._dev(self._slot.device[offset: offset + nbytes]))
-        self._stager._release(self._slot)
+                done = backend.copy_on_device(self._stager._dev(dst[:nbytes]),
+                                              self._stager._dev(self._slot.device[offset: offset + nbytes])) and done
+        if not done:
+            self._stager._release(self._slot)
 
     def _raise(self) -> None:
         if self._error is not None:
