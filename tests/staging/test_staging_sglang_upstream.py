@@ -3,8 +3,10 @@
 Runs only in the nox ``upstream-*`` sessions (``CC_RUNTIME_TEST_SGLANG`` names the version). Real:
 ``SamplingBatchInfo.from_schedule_batch`` (a prefill builder: temperatures, top-p, top-k, min-p),
 ``ScheduleBatch.filter_batch`` (a decode-step builder: keep indices, then device gathers),
-``SamplingParams``, and on 0.5.23 ``overlap_utils.resolve_forward_inputs`` (prefill ``input_ids`` at
-forward entry) and ``utils.common.async_h2d``. Stand-ins, only for what cannot exist on a CPU-only
+``SamplingParams``, on 0.5.12 ``ForwardBatch.init_new`` (the forward-stream builder: extend lengths,
+positions), and on 0.5.23 ``overlap_utils.resolve_forward_inputs`` (prefill ``input_ids`` at forward
+entry) and ``utils.common.async_h2d``. A prefill step of these builders crosses twice (sampling inputs
+on the schedule stream, forward inputs on the forward stream), a decode filter once. Stand-ins, only for what cannot exist on a CPU-only
 machine: the GPU is the emulator's SimDevice under the h100 CC profile (real stream threads, CC's
 host-synchronous copies), which lives on torch's "cpu" device, so the batches' device is "cpu" and the
 patch is bound to the SimDevice for it (``sglang_staging.bind``); requests are namespaces carrying a
@@ -286,3 +288,53 @@ def test_deactivate_restores_every_patched_object(sg, sim):
 
     assert not sglang_staging.STATE.stagers
     runtime._reset_for_tests()
+
+
+_MWB_FIELDS = (
+    "input_ids", "req_pool_indices", "seq_lens", "out_cache_loc", "mamba_track_indices", "mamba_track_mask",
+    "mamba_track_seqlens", "multimodal_inputs", "encoder_cached", "encoder_lens", "encoder_lens_cpu",
+    "encoder_out_cache_loc", "seq_lens_sum", "seq_lens_cpu", "orig_seq_lens", "return_logprob",
+    "top_logprobs_nums", "token_ids_logprobs", "is_extend_in_batch", "all_extend_in_batch",
+    "can_run_dp_cuda_graph", "global_forward_mode", "is_prefill_only", "multi_item_delimiter_indices",
+    "lora_ids", "sampling_info", "spec_algorithm", "spec_info", "capture_hidden_mode", "input_embeds",
+    "replace_embeds", "replace_positions", "token_type_ids", "tbo_split_seq_index", "dimensions",
+    "return_hidden_states_before_norm", "return_pooled_hidden_states", "extend_input_logprob_token_ids",
+    "global_num_tokens", "global_num_tokens_for_logprob", "dllm_config", "extend_seq_lens",
+    "extend_prefix_lens", "extend_num_tokens", "extend_logprob_start_lens", "reqs")
+
+
+def test_0_5_12_forward_batch_init_new_prefill_inputs_identical_and_one_crossing(sg, sim, monkeypatch):
+    """0.5.12's forward-stream builder: num_token_non_padded, extend seq/prefix lens, then positions."""
+    if sg.version != "0.5.12":
+        pytest.skip("0.5.23's init_new takes a ScheduleBatch and a KV-index translator; not driven here")
+    from sglang.srt.model_executor import forward_batch_info as fbi
+
+    monkeypatch.setattr(fbi, "enable_num_token_non_padded", lambda: True)  # the MoE-EP site, on
+    prefix, extend = [0, 5, 2], [4, 3, 6]
+
+    def worker_batch() -> Any:
+        mwb = SimpleNamespace(**dict.fromkeys(_MWB_FIELDS))
+        mwb.forward_mode = fbi.ForwardMode.EXTEND
+        mwb.input_ids = torch.arange(sum(extend))
+        mwb.seq_lens = torch.tensor([p + e for p, e in zip(prefix, extend, strict=True)])
+        mwb.extend_seq_lens, mwb.extend_prefix_lens, mwb.extend_num_tokens = extend, prefix, sum(extend)
+        mwb.lora_ids, mwb.reqs = [None] * 3, [SimpleNamespace(rid=f"r{i}") for i in range(3)]
+        return mwb
+
+    runner = SimpleNamespace(device="cpu", req_to_token_pool=None, token_to_kv_pool=None, attn_backend=None,
+                             server_args=SimpleNamespace(attention_backend="torch_native", enable_lora=False),
+                             use_ngram_embedding=False, model_is_mrope=False, is_hybrid_swa=False)
+    with CountUpstreamCopies() as upstream:
+        want = fbi.ForwardBatch.init_new(worker_batch(), runner)
+    runtime._reset_for_tests()
+    cc_runtime.activate(cc="1")
+    from cc_runtime.patches import sglang_staging
+
+    sglang_staging.bind("cpu", sim)
+    before = sim.stats["copies_h2d"]
+    got = fbi.ForwardBatch.init_new(worker_batch(), runner)
+    crossings = sim.stats["copies_h2d"] - before
+    assert (upstream.n, crossings) == (3, 1)
+    for name in ("num_token_non_padded", "extend_seq_lens", "extend_prefix_lens", "positions", "extend_start_loc"):
+        _assert_same(getattr(want, name), getattr(got, name), name)
+    assert _on_device(sim, got.extend_seq_lens)
