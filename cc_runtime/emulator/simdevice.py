@@ -11,11 +11,16 @@ exercise real overlap behaviour with real threads. Every number it produces is *
 - **Device memory** is ordinary CPU tensors that this device has registered as resident (a registry
   of weak references by ``id``: no wrapper class, so torch ops work on them unchanged inside launched
   work). ``empty``/``zeros``/``to_device`` create them, ``is_device(t)`` tells them apart.
-- **Copies** ``copy_(dst, src, stream, non_blocking)``: with a CC profile a host<->device copy is
-  host-synchronous as under real CC: the calling thread waits for everything already queued on the
-  stream, then pays ``OFF.copy_cost_s + profile.copy_cost_s`` (the CC-off copy plus the profile's
-  extra, the same model the GPU emulator follows) and copies. CC off: a ``non_blocking`` copy is
-  queued on the stream and returns at once; a blocking one is queued and waited for.
+- **Copies** ``copy_(dst, src, stream, non_blocking)`` cost ``profile.copy_cost_s(n, direction, pinned)``
+  in total (host tensors are pinned unless marked with ``mark_pageable``). With a CC profile a pinned
+  host<->device copy is host-synchronous as under real CC: the calling thread waits for everything
+  already queued on *its* stream (not other streams), then copies and pays the cost; pageable H2D
+  does the same when ``profile.pageable_h2d_blocking``, otherwise the caller pays the staging cost and
+  the copy is queued; with ``copies_serialize_across_streams`` copies run one at a time across streams
+  and threads. CC off: a ``non_blocking`` pinned copy is queued on the stream and returns at once; a
+  blocking one is queued and waited for; pageable D2H is always synchronous (as in CUDA).
+- **CC refusals**: ``host_register(t)`` and ``multicast_create()`` return 801 under a profile where
+  they fail (the GPU emulator's :mod:`.bindings` does the same to the CUDA bindings).
 - **Errors**: an exception raised by queued work is re-raised (as ``SimDeviceError`` from the original)
   by the next ``synchronize()`` of that stream or of the device, or ``synchronize()`` of an event
   recorded after it; later work on that stream is skipped until then (CUDA's sticky error), never hung.
@@ -36,11 +41,14 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .clock import wait_s
+from .clock import wait_s, wait_until
 from .events import EventCorruption
 from .profiles import OFF, Profile, load_profile
 
 log = logging.getLogger("cc_runtime.emulator")
+
+#: cudaErrorNotSupported / CUDA_ERROR_NOT_SUPPORTED.
+CUDA_ERROR_NOT_SUPPORTED = 801
 
 __all__ = ["SimDevice", "SimDeviceError", "SimEvent", "SimGraph", "SimStream"]
 
@@ -247,6 +255,8 @@ class SimDevice:
         # pass can run that callback on a thread that already holds it (inside Stream()/mark_device).
         self._lock = threading.RLock()
         self._resident: dict[int, weakref.ref[Any]] = {}
+        self._pageable: dict[int, weakref.ref[Any]] = {}
+        self._copy_lock = threading.Lock()
         self._local = threading.local()
         self._streams: list[SimStream] = []
         self.stats: collections.Counter[str] = collections.Counter()
@@ -354,7 +364,11 @@ class SimDevice:
         return getattr(self._local, "capturing", None) is not None
 
     def copy_(self, dst: Any, src: Any, stream: SimStream | None = None, non_blocking: bool = False) -> Any:
-        """``dst.copy_(src)`` between host tensors and device-resident ones, with CC semantics."""
+        """``dst.copy_(src)`` between host tensors and device-resident ones, with CC semantics.
+
+        The host side is pinned unless marked with :meth:`mark_pageable`. A copy's cost is the
+        profile's ``copy_cost_s`` in total (the host memcpy counts toward it)."""
+        entered = time.perf_counter()
         stream = stream or self.current_stream()
         direction = self.direction(dst, src)
         if direction != "h2h" and self.is_current_stream_capturing():
@@ -367,29 +381,117 @@ class SimDevice:
             dst.copy_(src)
             return dst
         if direction == "d2d":
-            cost = OFF.copy_cost_s(nbytes, "d2d") + (self.profile.d2d_extra_s if self.cc else 0.0)
-            stream._submit(lambda: dst.copy_(src), cost, "d2d copy")
+            if self.cc:
+                wait_s(self.profile.d2d_extra_s)  # CC's extra is paid by the issuing thread, as a launch's
+            stream._submit(lambda: dst.copy_(src), OFF.copy_cost_s(nbytes, "d2d"), "d2d copy")
             if not non_blocking:
                 stream.synchronize()
             return dst
-        if self.cc:
+        p = self.profile
+        pinned = self.is_pinned(src if direction == "h2d" else dst)
+        cost = p.copy_cost_s(nbytes, direction, pinned)
+        if not pinned:
+            self.stats[f"pageable_{direction}"] += 1
+        if self.cc and p.host_synchronous(direction, pinned):
             # Real CC: the bounce-buffer copy blocks the issuing thread until the stream's earlier
             # work and the copy itself are done; non_blocking changes nothing.
-            stream.synchronize()
-            wait_s(OFF.copy_cost_s(nbytes, direction) + self.profile.copy_cost_s(nbytes, direction))
-            dst.copy_(src)
+            start = entered
+            if not stream.query():
+                stream.synchronize()
+                start = time.perf_counter()
+            else:
+                stream._raise_error()
+            with self._channel(start) as box:
+                dst.copy_(src)
+                wait_until(box[0] + cost)
             return dst
-        if not non_blocking and stream.query():
+        if direction == "h2d" and not pinned and (self.cc or non_blocking):
+            # Pageable H2D that does not wait for the stream (CC off with non_blocking, or the CC
+            # reading where it is not host-synchronous): the caller stages the data and pays the
+            # copy's cost; the copy into device memory is queued behind the stream's earlier work.
+            staged = src.clone()
+            with self._channel(entered) as box:
+                wait_until(box[0] + cost)
+            stream._submit(lambda: dst.copy_(staged), 0.0, "pageable h2d copy")
+            self.stats["async_pageable_h2d"] += 1
+            return dst
+        blocking = not non_blocking or not pinned  # pageable D2H is synchronous in CUDA
+        if blocking and stream.query():
             # An idle stream and a blocking copy: copy inline, sparing a thread hand-off the real
             # device would not pay (order is kept: nothing is queued ahead of it).
             stream._raise_error()
-            wait_s(OFF.copy_cost_s(nbytes, direction))
             dst.copy_(src)
+            wait_until(entered + cost)
             return dst
-        stream._submit(lambda: dst.copy_(src), OFF.copy_cost_s(nbytes, direction), f"{direction} copy")
-        if not non_blocking:
+
+        def timed_copy() -> None:
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            wait_until(t0 + cost)
+
+        stream._submit(timed_copy, 0.0, f"{direction} copy")
+        if blocking:
             stream.synchronize()
         return dst
+
+    @contextlib.contextmanager
+    def _channel(self, start: float) -> Iterator[list[float]]:
+        """One host<->device copy at a time under CC when the profile says copies serialise across
+        streams (arXiv 2606.23969); yields ``[start]``, moved to when the channel was free."""
+        box = [start]
+        if not (self.cc and self.profile.copies_serialize_across_streams):
+            yield box
+            return
+        if not self._copy_lock.acquire(blocking=False):
+            self.stats["serialized_copies"] += 1
+            self._copy_lock.acquire()
+            box[0] = max(start, time.perf_counter())
+        try:
+            yield box
+        finally:
+            self._copy_lock.release()
+
+    # -- host memory and CC refusals -------------------------------------------------------------
+    def mark_pageable(self, tensor: Any) -> Any:
+        """Treat host ``tensor`` as pageable (unregistered) memory for copies; returns it.
+
+        Host tensors count as pinned unless marked (the simulated device's default since its first
+        version; CUDA's default is the other way round)."""
+        key = id(tensor)
+
+        def forget(_ref: Any, key: int = key) -> None:
+            with self._lock:
+                if self._pageable.get(key) is _ref:
+                    del self._pageable[key]
+
+        with self._lock:
+            self._pageable[key] = weakref.ref(tensor, forget)
+        return tensor
+
+    def pin_memory(self, tensor: Any) -> Any:
+        """Treat host ``tensor`` as pinned (``cudaHostAlloc``-like: allowed under CC too); returns it."""
+        with self._lock:
+            self._pageable.pop(id(tensor), None)
+        return tensor
+
+    def is_pinned(self, tensor: Any) -> bool:
+        ref = self._pageable.get(id(tensor))
+        return not (ref is not None and ref() is tensor)
+
+    def host_register(self, tensor: Any) -> int:
+        """Like ``cudaHostRegister``: 0, or 801 (not supported) under a profile where it fails under CC."""
+        if self.cc and self.profile.host_register_fails:
+            self.stats["host_register_refused"] += 1
+            return CUDA_ERROR_NOT_SUPPORTED
+        self.pin_memory(tensor)
+        return 0
+
+    def multicast_create(self, nbytes: int = 2 << 20) -> int:
+        """Like ``cuMulticastCreate``: 0, or CUDA_ERROR_NOT_SUPPORTED (801) when CC makes it unavailable."""
+        if self.cc and self.profile.multicast_unsupported:
+            self.stats["multicast_refused"] += 1
+            return CUDA_ERROR_NOT_SUPPORTED
+        return 0
 
     def direction(self, dst: Any, src: Any) -> str:
         return ("d" if self.is_device(src) else "h") + "2" + ("d" if self.is_device(dst) else "h")
