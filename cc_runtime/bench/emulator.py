@@ -1,6 +1,6 @@
 """``cc-runtime bench emulator``: calibrate's measurements taken under the emulator, against a profile.
 
-The measurements are calibrate's own (:mod:`cc_runtime.calibrate.measure`: host wall-clock timing
+The measurements are calibrate's own (:mod:`cc_runtime.calibrate.measurements`: host wall-clock timing
 of copies 64 B - 64 MiB pinned and pageable, launches, graph replays, small D2D copies, blocking
 order, serialisation, event timings, refusals), never the emulator's formula. What the comparison
 means depends on where the profile came from:
@@ -164,6 +164,12 @@ def _result(ctx: BenchContext, profile: Any, kind: str, meas: dict[str, Any], re
         notes.append(f"{key} says how exactly {what} imposes a profile it was given; it is not fidelity "
                      "(that needs --against PROFILE.json, a profile measured on CC hardware)")
     notes.append("event_* probabilities are sampled (binomial spread) and not in the maximum")
+    if kind == "simulated":
+        slow = [r for r in rows if r.get("bytes", 0) >= 16 << 20 and r["recovered"] > 1.2 * r["profile"]]
+        if slow:
+            notes.append("the simulated device copies real bytes with this CPU's memcpy: large copies took longer "
+                         f"than the profile allows ({len(slow)} rows), so bandwidths above this CPU's memcpy "
+                         "cannot be imposed here")
     model = {f: modelled(getattr(profile, f), profile.sources.get(f) or profile.sources.get("event_*", "profile"))
              for f in ("h2d_fixed_s", "d2h_fixed_s", "h2d_bandwidth_Bps", "d2h_bandwidth_Bps", "launch_extra_s",
                        "graph_replay_extra_s", "d2d_extra_s", "event_corrupt_prob")}

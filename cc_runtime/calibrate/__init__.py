@@ -1,14 +1,14 @@
 """``cc-runtime calibrate``: measure a CC profile on this machine, with its own methods.
 
 Runs on a CUDA GPU (real CC, CC off, or under the emulator) or on the simulated device (CPU; the
-result says "simulated"). Every value is timed from the host (:mod:`.measure`); nothing is read
+result says "simulated"). Every value is timed from the host (:mod:`.measurements`); nothing is read
 from the emulator's cost model, so a calibrated profile can check the emulator (``cc-runtime bench
 emulator --against PROFILE.json``). The output is a profile JSON that ``CC_RUNTIME_EMULATE`` accepts
 as is, with ``provenance`` (GPU model, driver, CC state, versions, date; no hostname, serial, UUID or
 path), each value's ``spread`` and the raw ``measurements``.
 
 - :mod:`.targets`: the device operations calibrate needs (CUDA, simulated device).
-- :mod:`.measure`: the measurements. :mod:`.derive`: profile fields and comparisons from them.
+- :mod:`.measurements`: the measurements. :mod:`.derive`: profile fields and comparisons from them.
 - :mod:`.cli`: the subcommand.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .derive import compare, derive_profile, summarize
-from .measure import FULL, QUICK, Plan, measure
+from .measurements import FULL, QUICK, Plan, measure
 from .targets import CudaTarget, SimTarget, Target
 
 __all__ = ["FULL", "QUICK", "CudaTarget", "Plan", "SimTarget", "Target", "calibrate", "compare", "derive_profile",

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..bench.common import spread
 from ..emulator.profiles import BUILTIN, Profile
-from .measure import COPY_KINDS, copy_key
+from .measurements import COPY_KINDS, copy_key
 
 __all__ = ["NUMERIC", "compare", "derive_profile", "fit_copy", "summarize"]
 

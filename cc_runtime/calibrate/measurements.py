@@ -35,7 +35,7 @@ class Plan:
     busy_s: float
 
 
-QUICK = Plan(sizes=(64, 64 * KiB, MiB, 16 * MiB, 64 * MiB), reps=7, big_reps=3, launch_n=100, launch_reps=9,
+QUICK = Plan(sizes=(64, 64 * KiB, MiB, 16 * MiB, 64 * MiB), reps=7, big_reps=5, launch_n=100, launch_reps=9,
              graph_nodes=10, graph_n=30, event_pairs=80, event_busy_s=0.004, busy_s=0.03)
 FULL = Plan(sizes=tuple(64 * 4 ** i for i in range(11)), reps=21, big_reps=7, launch_n=200, launch_reps=21,
             graph_nodes=10, graph_n=50, event_pairs=300, event_busy_s=0.004, busy_s=0.05)
