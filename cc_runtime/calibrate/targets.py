@@ -16,22 +16,46 @@ __all__ = ["CudaTarget", "SimTarget", "Target"]
 
 
 class Target:
-    """Interface (duck-typed): see CudaTarget and SimTarget."""
+    """What calibrate needs from a device; CudaTarget and SimTarget implement it."""
 
     kind = "abstract"
     #: torch.cuda or a SimDevice: Stream(), Event(enable_timing=), stream(s), current_stream().
     api: Any
 
-    def host(self, nbytes: int, pinned: bool) -> Any: ...
-    def device(self, nbytes: int) -> Any: ...
-    def copy(self, dst: Any, src: Any) -> None: ...
-    def busy(self, seconds: float) -> None: ...
-    def tiny_kernel(self) -> None: ...
-    def make_graph(self, nodes: int) -> Callable[[], None]: ...
-    def synchronize(self) -> None: ...
-    def host_register(self) -> dict[str, Any]: ...
-    def multicast(self) -> dict[str, Any]: ...
-    def close(self) -> None: ...
+    def host(self, nbytes: int, pinned: bool) -> Any:
+        """A host buffer of ``nbytes`` (uint8), page-locked or pageable."""
+        raise NotImplementedError
+
+    def device(self, nbytes: int) -> Any:
+        raise NotImplementedError
+
+    def copy(self, dst: Any, src: Any) -> None:
+        """``dst.copy_(src, non_blocking=True)`` on the current stream."""
+        raise NotImplementedError
+
+    def busy(self, seconds: float) -> None:
+        """Queue about ``seconds`` of device work on the current stream."""
+        raise NotImplementedError
+
+    def tiny_kernel(self) -> None:
+        raise NotImplementedError
+
+    def make_graph(self, nodes: int) -> Callable[[], None]:
+        """A captured graph of ``nodes`` tiny kernels; returns its replay."""
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        raise NotImplementedError
+
+    def host_register(self) -> dict[str, Any]:
+        """Error codes of host registration through each entry point, and ``fails``."""
+        raise NotImplementedError
+
+    def multicast(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
     @contextlib.contextmanager
     def on(self, stream: Any) -> Iterator[None]:
