@@ -152,15 +152,23 @@ class CudaTarget(Target):
         try:
             from cuda.bindings import driver as d
 
-            d.cuInit(0)
-            err, dev = d.cuDeviceGet(self.index)
+            (err,) = d.cuInit(0)
+            if int(err) == 0:
+                err, dev = d.cuDeviceGet(self.index)
+            if int(err) != 0:
+                return {"error": f"driver binding unusable: {err!r}", "fails": None}
+            out: dict[str, Any] = {}
+            attr = getattr(d.CUdevice_attribute, "CU_DEVICE_ATTRIBUTE_MULTICAST_SUPPORTED", None)
+            if attr is not None:  # without NVSwitch multicast is unsupported with CC off too: keep both
+                aerr, value = d.cuDeviceGetAttribute(attr, dev)
+                out["device_attribute_multicast_supported"] = int(value) if int(aerr) == 0 else None
             prop = d.CUmulticastObjectProp()
             prop.numDevices = 1
             prop.size = 2 << 20
             prop.handleTypes = d.CUmemAllocationHandleType.CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
             err, _gran = d.cuMulticastGetGranularity(
                 prop, d.CUmulticastGranularity_flags.CU_MULTICAST_GRANULARITY_RECOMMENDED)
-            return {"cuMulticastGetGranularity": int(err), "fails": int(err) != 0}
+            return {**out, "cuMulticastGetGranularity": int(err), "fails": int(err) != 0}
         except Exception as exc:  # noqa: BLE001 - no cuda-python, or a binding without multicast
             return {"error": f"{type(exc).__name__}: {exc}", "fails": None}
 
