@@ -33,6 +33,10 @@ SWITCH_MEASURES = {
 _FIELD = {("h2d", True): ("h2d_fixed_s", "h2d_bandwidth_Bps"), ("d2h", True): ("d2h_fixed_s", "d2h_bandwidth_Bps"),
           ("h2d", False): ("pageable_h2d_fixed_s", "pageable_h2d_bandwidth_Bps"),
           ("d2h", False): ("pageable_d2h_fixed_s", "pageable_d2h_bandwidth_Bps")}
+_CAVEATS = {"multicast_unsupported": "; multicast also fails without NVSwitch, CC or not (see measurements."
+                                    "multicast.device_attribute_multicast_supported)",
+            "copies_serialize_across_streams": "; H2D on one thread vs D2H on another (separate copy engines "
+                                               "with CC off)"}
 _EXTRAS = {"launch_extra_s": "launch_s", "graph_replay_extra_s": "graph_replay_s", "d2d_extra_s": "d2d_small_s"}
 
 
@@ -115,7 +119,7 @@ def derive_profile(meas: dict[str, Any], *, name: str, cc: bool, method: str,
             sources[switch] = f"not measured ({meas[step].get('error', 'unavailable')}); {base.name} value kept"
         else:
             prof[switch] = bool(value)
-            sources[switch] = f"calibrate ({method}): observed ({step})"
+            sources[switch] = f"calibrate ({method}): observed ({step})" + _CAVEATS.get(switch, "")
     prof["sources"] = sources
     prof["spread"] = spreads
     prof["provenance"] = provenance or {}
