@@ -104,7 +104,7 @@ def calibrate(device: str = "cpu", *, quick: bool = True, sim_profile: str = "h1
         if cc and baseline is None:
             off = SimTarget(None, seed=seed)
             try:
-                baseline = summarize(measure(off, plan, progress))
+                baseline = summarize(measure(off, plan, progress, label="simulated, CC-off baseline"))
             finally:
                 off.close()
         pname = name or f"calibrated-sim-{prof.name}"
@@ -121,7 +121,7 @@ def calibrate(device: str = "cpu", *, quick: bool = True, sim_profile: str = "h1
         pname = name or "calibrated"
         prov_profile = None
     try:
-        meas = measure(target, plan, progress)
+        meas = measure(target, plan, progress, label=method)
         prov = provenance(target, plan_name, sim_profile=prov_profile)
     finally:
         target.close()

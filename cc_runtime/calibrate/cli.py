@@ -44,7 +44,7 @@ def _baseline(path: str | None) -> dict[str, Any] | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..bench.common import default_device, progress
+    from ..bench.common import default_device
     from ..emulator.profiles import ProfileError, load_profile
     from . import calibrate
 
@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
                   "device", file=sys.stderr)
             return 2
     profile = calibrate(device, quick=args.quick, sim_profile=args.emulate, baseline=baseline, name=args.name,
-                        seed=args.seed, progress=lambda items, desc: progress(items, desc))
+                        seed=args.seed, progress=_progress)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(profile, f, indent=2)
@@ -77,6 +77,18 @@ def main(args: argparse.Namespace) -> int:
     load_profile(args.out)  # what we wrote must load as is
     _print(profile, args.out)
     return 0
+
+
+def _progress(items: Any, desc: str) -> Any:
+    """tqdm on a terminal; one line per step otherwise (a piped or logged run is not left silent)."""
+    from ..bench.common import progress
+
+    if sys.stderr.isatty():
+        yield from progress(items, desc)
+        return
+    for item in items:
+        print(f"{desc}: {item[0]} ...", file=sys.stderr, flush=True)
+        yield item
 
 
 def _print(profile: dict[str, Any], path: str) -> None:

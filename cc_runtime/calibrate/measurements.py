@@ -233,10 +233,10 @@ STEPS: tuple[tuple[str, Callable[[Target, Plan], Any]], ...] = (
 )
 
 
-def measure(t: Target, plan: Plan, progress: Callable[[Iterable[Any], str], Iterable[Any]] | None = None
-            ) -> dict[str, Any]:
+def measure(t: Target, plan: Plan, progress: Callable[[Iterable[Any], str], Iterable[Any]] | None = None,
+            label: str | None = None) -> dict[str, Any]:
     """Run every step on ``t``; ``progress(items, desc)`` wraps the step loop (tqdm in the CLI)."""
-    steps: Iterable[Any] = STEPS if progress is None else progress(STEPS, f"calibrate ({t.kind})")
+    steps: Iterable[Any] = STEPS if progress is None else progress(STEPS, f"calibrate ({label or t.kind})")
     out: dict[str, Any] = {}
     for name, fn in steps:
         out[name] = fn(t, plan)
