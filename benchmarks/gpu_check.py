@@ -48,6 +48,29 @@ def _step(name: str, cmd: list[str], timeout_s: float, log_path: Path, stdout_pa
     return {"step": name, "status": status, "seconds": seconds, "log": log_path.name}
 
 
+def _calibrate_steps(py: str, out: Path, left, deadline: float) -> list[dict]:
+    """``cc-runtime calibrate`` with CC off (the baseline profile, kept as a result), then the emulator
+    round trip for h100: emulate it, measure it back with calibrate's methods, compare (goal <= 0.10)."""
+    runs = [("calibrate", ["calibrate", "--device", "cuda", "--quick", "--out", str(out / "calibrate_cc_off.json")],
+             out / "calibrate_cc_off.json", None),
+            ("emulator-vs-h100", ["bench", "emulator", "--device", "cuda", "--quick", "--against", "h100",
+                                  "--json", str(out / "emulator_vs_h100.json")], out / "emulator_vs_h100.json",
+             "summary")]
+    steps = []
+    for name, argv, json_path, key in runs:
+        if time.monotonic() > deadline - 15:
+            steps.append({"step": name, "status": "not run: budget spent", "seconds": 0})
+            continue
+        step = _step(name, [py, "-m", "cc_runtime", *argv], left(180), out / f"{name}.log")
+        if json_path.exists() and key:
+            try:
+                step[key] = json.loads(json_path.read_text()).get(key)
+            except ValueError as exc:
+                step[key] = f"unreadable JSON: {exc}"
+        steps.append(step)
+    return steps
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("outdir")
@@ -84,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as exc:
                 step["summary"] = f"unreadable JSON: {exc}"
         steps.append(step)
+
+    steps += _calibrate_steps(py, out, left, deadline)
 
     device = None
     try:

@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     from .bench import add_bench_parser
 
     add_bench_parser(sub)
+    from .calibrate import cli as calibrate_cli
+
+    calibrate_cli.add_parser(sub)
     return p
 
 
@@ -81,4 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import main_bench
 
         return main_bench(args)
+    if args.cmd == "calibrate":
+        from .calibrate import cli as calibrate_cli
+
+        return calibrate_cli.main(args)
     return 2
