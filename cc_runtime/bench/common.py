@@ -12,7 +12,8 @@ import json
 import os
 import platform
 import statistics
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -66,6 +67,60 @@ def spread(values: Iterable[float]) -> dict[str, float]:
     if not vals:
         raise ValueError("spread() of no measurements")
     return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "n": len(vals)}
+
+
+def ratio_spread(values: Iterable[float]) -> dict[str, Any]:
+    """:func:`spread` of a ratio to a CC-off baseline, read honestly: above 1.0 is noise, never a gain.
+
+    CC (emulated or real) cannot make a step faster than CC off does; a ratio above 1.0 means the two
+    arms are within this run's noise, and the entry says so.
+    """
+    s: dict[str, Any] = spread(values)
+    if s["min"] > 1.0:
+        s["reading"] = "above 1.0 in every repetition: noise or a measurement artefact, not a gain"
+    elif s["max"] > 1.0:
+        s["reading"] = "within noise of 1.0 (above 1.0 is noise, not a gain)"
+    return s
+
+
+def fmt_spread(s: Any, digits: int = 3) -> str:
+    """``median [min-max]`` for a table cell; anything else as :func:`_fmt` shows it."""
+    if isinstance(s, dict) and "median" in s:
+        return f"{_fmt_num(s['median'], digits)} [{_fmt_num(s['min'], digits)}-{_fmt_num(s['max'], digits)}]"
+    return _fmt(s)
+
+
+def _fmt_num(v: float, digits: int) -> str:
+    if v != v:
+        return "nan"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}g}"
+
+
+def headline(value: Any) -> float | None:
+    """The number a goal is checked against: a spread's median, a plain number, or None."""
+    if isinstance(value, dict):
+        value = value.get("median", value.get("value"))
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def thread_cpu_clock(thread: Any) -> Callable[[], float] | None:
+    """A function returning ``thread``'s CPU seconds, readable from any thread; None where unsupported.
+
+    ``time.thread_time`` only reads the calling thread; the kernel's per-thread CPU clock
+    (``pthread_getcpuclockid``) reads another one, so a worker is measured without touching its code.
+    """
+    get_id = getattr(time, "pthread_getcpuclockid", None)
+    ident = getattr(thread, "ident", None)
+    if get_id is None or ident is None:
+        return None
+    try:
+        clock_id = get_id(ident)
+        time.clock_gettime(clock_id)
+    except (OSError, OverflowError):
+        return None
+    return lambda: time.clock_gettime(clock_id)
 
 
 def modelled(value: Any, source: str) -> dict[str, Any]:
@@ -128,6 +183,8 @@ def _profile_name(spec: str) -> str:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, dict) and "median" in v:
+        return fmt_spread(v)
     if isinstance(v, float):
         if v != v:
             return "nan"
