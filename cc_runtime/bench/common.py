@@ -227,13 +227,59 @@ def write_json(path: str, result: BenchResult) -> None:
         f.write("\n")
 
 
-def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
-    """tqdm progress on a terminal for long runs; silent when output is not a TTY (CI logs)."""
+def progress(items: Iterable[T], desc: str, total: int | None = None, every_s: float = 3.0) -> Iterator[T]:
+    """Progress for long runs: tqdm on a terminal; elsewhere (CI logs, pipes) a plain line on stderr at
+    most every ``every_s`` seconds, so a long silence always says which step it is in."""
+    import sys
+
+    if sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+
+            yield from tqdm(items, desc=desc, total=total, leave=False)
+            return
+        except ImportError:
+            pass
+    if total is None:
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    start = last = time.monotonic()
+    for i, item in enumerate(items):
+        now = time.monotonic()
+        if now - last >= every_s:
+            print(f"  {desc}: {i}/{total if total is not None else '?'} ({now - start:.0f}s)", file=sys.stderr,
+                  flush=True)
+            last = now
+        yield item
+
+
+def plot_summary(result: BenchResult, path: str) -> str | None:
+    """One PNG of a result's summary: each value's median with its min-max range (a single value as a
+    point), one panel per key (their units differ). Returns why it was not written, or None."""
     try:
-        import sys
+        import matplotlib
 
-        from tqdm import tqdm
-
-        yield from tqdm(items, desc=desc, total=total, disable=not sys.stderr.isatty(), leave=False)
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
     except ImportError:
-        yield from items
+        return "matplotlib is not installed (pip install 'cc-runtime[bench]')"
+    items = [(k, v if isinstance(v, dict) else {"median": float(v), "min": float(v), "max": float(v), "n": 1})
+             for k, v in result.summary.items()
+             if (isinstance(v, dict) and "median" in v) or (isinstance(v, (int, float)) and not isinstance(v, bool))]
+    if not items:
+        return "no numeric summary value to plot"
+    fig, axes = plt.subplots(len(items), 1, figsize=(6, 0.9 * len(items) + 0.8), squeeze=False)
+    for ax, (key, v) in zip(axes[:, 0], items, strict=True):
+        ax.errorbar([v["median"]], [0], xerr=[[v["median"] - v["min"]], [v["max"] - v["median"]]], fmt="o",
+                    capsize=4)
+        ax.set_yticks([0], [f"{key} (n={v['n']})"])
+        ax.tick_params(axis="x", labelsize=8)
+    kind = result.environment.get("device_kind", "")
+    fig.suptitle(f"{result.benchmark}: median [min-max] ({kind})", fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return None
