@@ -60,8 +60,8 @@ def measured_figures(root: Path = ROOT) -> str:
     results = _results(root)
     if not results:
         return f"(no committed results under {RESULTS}/)"
-    rows = ["| result file | device | benchmark | summary key | median [min-max] | n | goal |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| result file | device | benchmark | summary key | median [min-max] | n | where | goal |",
+            "|---|---|---|---|---|---|---|---|"]
     for rel, data in results:
         env = data.get("environment", {})
         kind = env.get("device_kind", "?")
@@ -70,11 +70,13 @@ def measured_figures(root: Path = ROOT) -> str:
         for key, value in (data.get("summary") or {}).items():
             if value is None or isinstance(value, (str, bool)):
                 continue
-            n = value.get("n", "") if isinstance(value, dict) else ""
+            info = value if isinstance(value, dict) else {}
+            where = f"batch {info['batch']}" if "batch" in info else str(info.get("kernel", ""))
+            shown = fmt_spread(value) + (" (above 1.0: noise, not a gain)" if "reading" in info else "")
             goal = goals.get(key)
             judged = f"{goal.describe()}: {goal.judge(data['summary'])}" if goal else ""
             rows.append(f"| `{rel}` | {device} | {data.get('benchmark', '?')} | `{key}` | "
-                        f"{fmt_spread(value)} | {n} | {judged} |")
+                        f"{_cell(shown)} | {info.get('n', '')} | {_cell(where)} | {judged} |")
     return "\n".join(rows)
 
 

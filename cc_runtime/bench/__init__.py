@@ -20,7 +20,6 @@ from .common import (
     environment,
     fmt_spread,
     format_table,
-    headline,
     plot_summary,
     print_table,
     write_json,
@@ -152,7 +151,7 @@ def report(result: BenchResult, json_path: str | None, plots: list[str]) -> list
           + ", ".join(f"{k}={fmt_spread(v)}" for k, v in result.summary.items()))
     if result.model:
         print("model (computed or assumed, not measured): "
-              + ", ".join(f"{k}={fmt_spread(headline(v) if headline(v) is not None else v)}"
+              + ", ".join(f"{k}={fmt_spread(v.get('value') if isinstance(v, dict) else v)}"
                           for k, v in result.model.items()))
     goals = judged(result.benchmark, result.environment.get("device_kind", "simulated"), result.summary)
     for g in goals:
