@@ -30,20 +30,21 @@ def test_quick_bench_on_cpu_reports_measured_summary_and_modelled_cc():
 
 @pytest.mark.timeout(120)
 def test_the_piecewise_arm_times_the_runner_itself(monkeypatch):
-    """A runner made 5 ms slower must show up 5 ms slower: the runner is timed, not eager at its size."""
+    """A runner made 50 ms slower must show up slower by about that: the runner is timed, not eager at
+    its size (50 ms: well above what a loaded machine's noise adds to a tiny model's forward)."""
     from cc_runtime.graphs import PiecewiseCudaGraphRunner
 
     real_call = PiecewiseCudaGraphRunner.__call__
 
     def slow_call(self, *inputs):
-        time.sleep(0.005)
+        time.sleep(0.05)
         return real_call(self, *inputs)
 
     monkeypatch.setattr(PiecewiseCudaGraphRunner, "__call__", slow_call)
     result = run(CTX)
     for row in result.rows:
-        assert row["piecewise_off_us"] - row["eager_off_us"] > 4000, row
-    assert result.summary["piecewise_us_128"]["min"] > result.summary["eager_us_128"]["median"] + 4000
+        assert row["piecewise_off_us"] - row["eager_off_us"] > 30_000, row
+    assert result.summary["piecewise_us_128"]["min"] > result.summary["eager_us_128"]["median"] + 25_000
 
 
 def test_paired_samples_alternate_the_functions():
