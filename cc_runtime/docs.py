@@ -72,7 +72,7 @@ def measured_figures(root: Path = ROOT) -> str:
                 continue
             info = value if isinstance(value, dict) else {}
             where = f"batch {info['batch']}" if "batch" in info else str(info.get("kernel", ""))
-            shown = fmt_spread(value) + (" (above 1.0: noise, not a gain)" if "reading" in info else "")
+            shown = fmt_spread(value)
             goal = goals.get(key)
             judged = f"{goal.describe()}: {goal.judge(data['summary'])}" if goal else ""
             rows.append(f"| `{rel}` | {device} | {data.get('benchmark', '?')} | `{key}` | "

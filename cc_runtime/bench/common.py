@@ -84,9 +84,11 @@ def ratio_spread(values: Iterable[float]) -> dict[str, Any]:
 
 
 def fmt_spread(s: Any, digits: int = 3) -> str:
-    """``median [min-max]`` for a table cell; anything else as :func:`_fmt` shows it."""
+    """``median [min-max]`` for a table cell (flagged when a ratio's spread reaches above 1.0); anything
+    else as :func:`_fmt` shows it."""
     if isinstance(s, dict) and "median" in s:
-        return f"{_fmt_num(s['median'], digits)} [{_fmt_num(s['min'], digits)}-{_fmt_num(s['max'], digits)}]"
+        text = f"{_fmt_num(s['median'], digits)} [{_fmt_num(s['min'], digits)}-{_fmt_num(s['max'], digits)}]"
+        return text + (" (above 1.0: noise, not a gain)" if "reading" in s else "")
     return _fmt(s)
 
 
