@@ -117,7 +117,14 @@ class DriverStampKernels:
     backend = "cuda-python"
 
     def __init__(self, device_index: int) -> None:
-        drv = self.drv = import_driver()
+        try:
+            drv = self.drv = import_driver()
+        except ImportError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. bindings for a newer CUDA than the driver
+            raise DriverError(f"cuda-python {bindings_version()} could not load the CUDA driver "
+                              f"({type(exc).__name__}: {exc}); its major version must not exceed the "
+                              "driver's CUDA version; the Triton stamp kernel is used instead") from exc
         self.device_index = device_index
         _check(drv, drv.cuInit(0), "cuInit")
         check_bindings_match_driver(drv, bindings_version())

@@ -230,3 +230,13 @@ def test_capture_is_checked_on_the_stream_the_stamp_is_launched_on(monkeypatch, 
     assert drv.launches[-1][:2] == ("cc_globaltimer_stamp", 0x51DE)
     with pytest.raises(RuntimeError, match="CUDA graph capture"):
         timer.event().record()  # on the current (capturing) stream
+
+
+def test_bindings_that_cannot_load_the_driver_say_so(monkeypatch):
+    def broken_import():
+        raise RuntimeError("Function cuGetProcAddress_v2 not found")  # what mismatched bindings raise
+
+    monkeypatch.setattr(cd, "import_driver", broken_import)
+    monkeypatch.setattr(cd, "bindings_version", lambda: "13.0.1")
+    with pytest.raises(cd.DriverError, match=r"cuda-python 13\.0\.1 could not load the CUDA driver.*Triton"):
+        cd.DriverStampKernels(0)
