@@ -166,13 +166,14 @@ def render(report: dict[str, Any]) -> str:
 
 
 def render_patches(patches: list[dict[str, Any]], indent: str = "") -> str:
-    rows = [("patch", "target", "status", "reason", "upstream")]
+    rows = [("patch", "target", "status", "reason", "verified on", "upstream")]
     for p in patches:
-        rows.append((p["name"], p["target"], p["status"], p["reason"], p["upstream"]))
-    widths = [min(max(len(str(r[i])) for r in rows), 48) for i in range(4)]
+        level = (p.get("evidence") or {}).get("level", "none")
+        rows.append((p["name"], p["target"], p["status"], p["reason"], level, p["upstream"]))
+    widths = [min(max(len(str(r[i])) for r in rows), 48) for i in range(5)]
     out = []
     for r in rows:
-        cells = [str(c)[:w].ljust(w) for c, w in zip(r[:4], widths, strict=False)] + [str(r[4])]
+        cells = [str(c)[:w].ljust(w) for c, w in zip(r[:5], widths, strict=False)] + [str(r[5])]
         out.append(indent + "  ".join(cells))
     return "\n".join(out)
 

@@ -51,6 +51,7 @@ class PatchRecord:
             "upstream": p.upstream_status(),
             "upstream_pr": p.upstream,
             "fixed_in": p.fixed_in,
+            "evidence": {"level": p.verified_by().level(), **p.verified_by().as_dict()},
         }
 
 
