@@ -43,12 +43,16 @@ def goals_table() -> str:
 
 
 def _results(root: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Every committed benchmark result (a JSON with a ``benchmark`` key; calibrated profiles beside them
+    are inputs, not figures)."""
     out = []
     for path in sorted((root / RESULTS).glob("*/*.json")):
         try:
-            out.append((path.relative_to(root).as_posix(), json.loads(path.read_text())))
+            data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        if isinstance(data, dict) and "benchmark" in data:
+            out.append((path.relative_to(root).as_posix(), data))
     return out
 
 
