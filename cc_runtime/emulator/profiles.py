@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -81,6 +82,8 @@ class Profile:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):  # JSON allows Infinity and NaN
+                raise ProfileError(f"profile {self.name!r}: {f.name} must be a finite number, got {v!r}")
             if f.name.endswith(("_s", "_ms")) and not (isinstance(v, (int, float)) and v >= 0):
                 raise ProfileError(f"profile {self.name!r}: {f.name} must be a number >= 0, got {v!r}")
             if f.name.endswith("_Bps") and not (isinstance(v, (int, float)) and v > 0):

@@ -51,6 +51,10 @@ class Patch:
     upstream_has_it: Callable[[], str | None] | None = None
     when: Callable[[CCState], bool] = field(default=_cc_enabled)
     why: str = ""
+    #: Version-specific variants of one fix share a family (default: the target distribution). A patch
+    #: outside its range is "not applicable" when a family member covers the installed version, and
+    #: "skipped" (a strict-mode failure) when none does.
+    family: str | None = None
 
     def upstream_status(self) -> str:
         return f"{self.upstream}; fixed in {self.fixed_in}" if self.fixed_in else f"{self.upstream}; not fixed upstream"
