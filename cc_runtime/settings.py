@@ -381,6 +381,16 @@ class Settings:
     def __repr__(self) -> str:
         return f"Settings({', '.join(f'{VARS[n].attr}={v!r}' for n, v in self.values.items())})"
 
+    def replace(self, **attrs: Any) -> Settings:
+        """A copy with already-parsed values replaced (not validated: for tests and internal use)."""
+        values, sources = dict(self.values), dict(self.sources)
+        for attr, value in attrs.items():
+            name = "CC_RUNTIME_" + attr.upper()
+            if name not in VARS:
+                raise TypeError(f"unknown setting {attr!r}")
+            values[name], sources[name] = value, "argument"
+        return Settings(values, sources)
+
     def source(self, name: str) -> str:
         return self.sources[name]
 

@@ -47,8 +47,8 @@ def test_forced_cc_shows_in_doctor_and_patches():
     r = cli("patches", "--json", env_extra={"CC_RUNTIME_CC": "1"})
     assert r.returncode == 0, r.stderr
     statuses = {p["name"]: p["status"] for p in json.loads(r.stdout)}
-    # Forced on, the patch is considered: applied where SGLang is installed, else skipped as absent.
-    assert statuses["sglang.cc_env"] in ("skipped", "applied")
+    # Forced on, the patch is considered: applied where SGLang is installed, else not applicable.
+    assert statuses["sglang.cc_env"] in ("not applicable", "applied")
     off = cli("patches", "--json")
     assert {p["name"]: p["status"] for p in json.loads(off.stdout)}["sglang.cc_env"] == "disabled"
 
