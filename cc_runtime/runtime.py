@@ -186,6 +186,10 @@ def auto_activate() -> None:
                 logging.getLogger("cc_runtime").setLevel(cfg.log_level)
             _activate(cfg, dict.fromkeys(_ARG_VARS), propagate=True)
     except settings.SettingsError as exc:
+        from . import detect
+
+        # Nothing exported, nothing patched; cc_state()/status() say why cc_runtime is inactive.
+        detect.set_state(detect.CCState(False, "none", f"invalid setting, cc_runtime inactive: {exc}"))
         _report_error(f"cc_runtime: {exc}; cc_runtime leaves this process untouched")
     except Exception as exc:  # noqa: BLE001
         strict = _last_strict()
