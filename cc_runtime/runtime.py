@@ -210,6 +210,8 @@ def _report_error(message: str) -> None:
     """Log, and make sure a human sees it even when the application configured no logging at all
     (our NullHandler would otherwise swallow it, and a misconfigured deployment must not fail silently)."""
     global reported_error
+    if message == reported_error:
+        return  # e.g. the SGLang plugin activating again after `import cc_runtime` reported it
     import logging
 
     reported_error = message
