@@ -13,11 +13,10 @@ Kept cheap on purpose: off CC this imports only ``cc_runtime.settings`` and ``cc
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
-
 from .runtime import activate, deactivate
 from .settings import SettingsError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
     from .detect import CCState
 

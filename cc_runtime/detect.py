@@ -12,12 +12,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from types import ModuleType
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 
+from . import settings as _settings
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
     from typing import Any
 
-from . import settings as _settings
 
 _CPU_TEE = {0: "none", 1: "amd-sev", 2: "intel-tdx", 3: "amd-sev-snp", 4: "amd-snp-vtom"}
 _ENVIRONMENT = {0: "unavailable", 1: "sim", 2: "prod"}

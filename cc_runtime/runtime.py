@@ -16,10 +16,10 @@ Rules every path shares:
 from __future__ import annotations
 
 import threading
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 
 from . import settings
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
     from typing import Any
 
@@ -82,9 +82,9 @@ def activate(
     without querying NVML again. Raises ``SettingsError`` (nothing changed) and, in strict mode,
     ``PatchError`` (everything rolled back).
     """
-    args = {"cc": cc, "emulate": emulate, "patches": patches, "strict": strict}
+    args: dict[str, Any] = {"cc": cc, "emulate": emulate, "patches": patches, "strict": strict}
     with _lock:
-        cfg = settings.Settings.load(**args)
+        cfg = settings.Settings.load(None, **args)
         return _activate(cfg, args, propagate)
 
 

@@ -11,7 +11,7 @@ _here = os.path.dirname(os.path.abspath(__file__))
 try:
     from _cc_runtime_bootstrap import run as _run  # gated on CC_RUNTIME_BOOTSTRAP inside
 except ImportError:
-    _run = None
+    _run = None  # type: ignore[assignment]
 if _run is not None:
     _run()  # never raises, except SystemExit in strict mode (a strict deployment must not run unpatched)
 

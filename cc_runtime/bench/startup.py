@@ -94,7 +94,7 @@ def run(ctx: BenchContext) -> BenchResult:
     arms, facts = _arms()
     wall: dict[str, list[float]] = {name: [] for name in arms}
     inner: dict[str, list[float]] = {name: [] for name in arms}
-    for name, (argv, env) in arms.items():  # warm the file cache and .pyc files; not counted
+    for argv, env in arms.values():  # warm the file cache and .pyc files; not counted
         _once(argv, env)
     for _ in range(runs):
         for name, (argv, env) in arms.items():
