@@ -70,14 +70,18 @@ def info() -> dict[str, Any]:
 
 
 def install(target: str | None = None) -> list[str]:
-    """Copy the .pth, the .start and the bootstrap module into ``target`` (same file: left alone)."""
+    """Copy the .pth and the .start (and the bootstrap module if it is not importable) into ``target``."""
+    import importlib.util
     import shutil
     import sysconfig
 
     target = target or sysconfig.get_paths()["purelib"]
     src = _source_dir()
-    # The module too: from a source tree it may be importable here only through PYTHONPATH.
-    names = [PTH, START, MODULE + ".py"]
+    names = [PTH, START]
+    if importlib.util.find_spec(MODULE) is None:
+        # Not importable (the editable finder maps it; a bare source tree may not): copy it too. Not
+        # otherwise, so a stale copy never shadows the source.
+        names.append(MODULE + ".py")
     written = []
     for name in names:
         from_path = os.path.join(src, name)

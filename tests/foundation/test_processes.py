@@ -167,3 +167,31 @@ def test_wheel_ships_bootstrap_files_and_kernels_inside_the_package(tmp_path):
     assert not any(n.startswith("kernels/") for n in names), "kernels/ must not install as a top-level module"
     eps = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "[sglang.srt.plugins]" in eps and "cc_runtime.integrations.sglang_plugin:load" in eps
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_editable_install_ships_the_bootstrap_and_children_activate(tmp_path):
+    """The README's `pip install -e .` (PEP 660) must put the .pth into site-packages too."""
+    venv = tmp_path / "venv"
+    r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        pytest.skip(f"cannot create a venv here: {r.stderr[-300:]}")
+    py = venv / "bin" / "python"
+    # Build isolation as a user gets it: pip fetches the build backend from the configured index.
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO)],
+                       capture_output=True, text=True, timeout=500)
+    if r.returncode != 0 and ("No matching distribution" in r.stderr or "Could not find a version" in r.stderr):
+        pytest.skip(f"no package index for the build backend: {r.stderr[-300:]}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, timeout=60).stdout.strip()
+    assert (Path(site) / "cc_runtime_bootstrap.pth").is_file()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_RUNTIME_") and k != "PYTHONPATH"}
+    env["CC_RUNTIME_CC"] = "0"
+    code = ("import subprocess, sys, cc_runtime\n"
+            "print(subprocess.run([sys.executable, '-c', 'import sys; print(\"cc_runtime\" in sys.modules)'],"
+            " capture_output=True, text=True).stdout.strip())")
+    r = subprocess.run([str(py), "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "True"
