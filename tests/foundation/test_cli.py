@@ -87,3 +87,62 @@ def test_launch_without_a_command_is_a_usage_error():
 def test_launch_propagates_the_exit_code():
     r = cli("launch", "--", sys.executable, "-c", "raise SystemExit(7)")
     assert r.returncode == 7
+
+
+def test_version_and_bench_help_exit_0():
+    from cc_runtime import __version__
+
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"cc-runtime {__version__}"
+    r = cli("bench", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "globaltimer" in r.stdout and "startup" in r.stdout
+
+
+@pytest.mark.timeout(150)
+def test_bench_device_cuda_without_cuda_is_one_line_exit_2():
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    r = cli("bench", "timer", "--device", "cuda")
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "--device cpu" in r.stderr
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("var", "raw"), [
+    ("CC_RUNTIME_EMULATE", "h200"), ("CC_RUNTIME_EMULATE", "/nonexistent.json"),
+    ("CC_RUNTIME_PATCHES", "sglang.readback_coalese"), ("CC_RUNTIME_PATCHES", "true"),
+    ("CC_RUNTIME_SHUTDOWN_TIMEOUT_S", "inf"), ("CC_RUNTIME_SHUTDOWN_TIMEOUT_S", "1e309"),
+    ("CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS", "0"), ("CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS", "\u0661"),
+])
+def test_doctor_exits_2_on_each_invalid_value_printed_once(var, raw):
+    r = cli("doctor", env_extra={var: raw})
+    assert r.returncode == 2, r.stdout[-500:]
+    assert r.stderr.count(f"{var}=") == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.timeout(150)
+def test_doctor_reports_bootstrap_settings_sources_and_wraps_reasons(tmp_path):
+    r = cli("doctor", "--json", env_extra={"CC_RUNTIME_TIMER": "cuda_event"})
+    rep = json.loads(r.stdout)
+    assert set(rep["bootstrap"]) >= {"installed", "path"} and isinstance(rep["bootstrap"]["installed"], bool)
+    assert rep["settings"]["CC_RUNTIME_TIMER"] == {"value": "cuda_event", "source": "env", "default": "auto"}
+    assert rep["settings"]["CC_RUNTIME_CC"]["source"] == "default"
+    text = cli("doctor").stdout
+    assert "CC_RUNTIME_PATCHES" in text and "*  [default]" in text and "off  [default]" in text
+    assert "driver:" in text and "None" not in text.split("versions:")[0]
+    # every reason appears whole (wrapped, never cut)
+    for p in rep["patches"]:
+        assert " ".join(p["reason"].split())[:40] in " ".join(text.split())
+
+
+@pytest.mark.timeout(150)
+def test_install_bootstrap_writes_and_removes_the_files(tmp_path):
+    r = cli("install-bootstrap", "--target", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "cc_runtime_bootstrap.pth").read_text() == (REPO / "cc_runtime_bootstrap.pth").read_text()
+    r = cli("install-bootstrap", "--target", str(tmp_path), "--remove")
+    assert r.returncode == 0 and not (tmp_path / "cc_runtime_bootstrap.pth").exists()
