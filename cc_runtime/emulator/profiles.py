@@ -82,8 +82,6 @@ class Profile:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, float) and not math.isfinite(v):  # JSON allows Infinity and NaN
-                raise ProfileError(f"profile {self.name!r}: {f.name} must be a finite number, got {v!r}")
             if f.name.endswith(("_s", "_ms")) and not (isinstance(v, (int, float)) and v >= 0):
                 raise ProfileError(f"profile {self.name!r}: {f.name} must be a number >= 0, got {v!r}")
             if f.name.endswith("_Bps") and not (isinstance(v, (int, float)) and v > 0):
@@ -228,6 +226,9 @@ def profile_from_dict(data: Any, origin: str = "<dict>") -> Profile:
     if not isinstance(user_sources, dict):
         raise ProfileError(f"{origin}: sources must be an object (field name -> source text)")
     sources.update(user_sources)
+    for key, value in data.items():  # JSON allows Infinity and NaN; a user profile must be finite
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ProfileError(f"{origin}: {key} must be a finite number, got {value!r}")
     try:
         return dataclasses.replace(BUILTIN[base_name], sources=sources, **data)
     except TypeError as exc:
