@@ -144,9 +144,11 @@ def test_pth_bootstrap_survives_a_broken_cc_runtime(tmp_path):
     (broken / "cc_runtime").mkdir(parents=True)
     (broken / "cc_runtime" / "__init__.py").write_text("raise ImportError('half-installed')\n")
     env = _clean_env()
-    env.update(CC_RUNTIME_BOOTSTRAP="1", PYTHONPATH=str(broken))
-    r = _run(f"import site; site.addsitedir({str(site)!r}); print('alive')", env)
+    env.update(CC_RUNTIME_BOOTSTRAP="1", PYTHONPATH=os.pathsep.join([str(broken), str(REPO)]))
+    # cwd away from the repository: `-c` puts the cwd first on sys.path, which would find the real package
+    r = _run(f"import site; site.addsitedir({str(site)!r}); print('alive')", env, cwd=tmp_path)
     assert r.returncode == 0 and "alive" in r.stdout and "Traceback" not in r.stderr
+    assert "half-installed" in r.stderr  # one line saying this process runs without cc_runtime
 
 
 @pytest.mark.slow
@@ -195,3 +197,41 @@ def test_editable_install_ships_the_bootstrap_and_children_activate(tmp_path):
     r = subprocess.run([str(py), "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "True"
+
+
+@pytest.mark.timeout(180)
+def test_pth_bootstrap_in_strict_mode_exits_when_activation_fails(tmp_path):
+    """A strict deployment must not run unpatched: the .pth turns a strict failure into exit 1, one
+    report line; any other import failure of cc_runtime leaves the process running."""
+    site = _site_with_pth(tmp_path)
+    fake = tmp_path / "fake"
+    (fake / "cc_runtime").mkdir(parents=True)
+    (fake / "cc_runtime" / "__init__.py").write_text(
+        "import sys\nprint('cc_runtime: strict mode: activation failed, everything rolled back', file=sys.stderr)\n"
+        "class StrictModeError(RuntimeError):\n    cc_runtime_strict = True\n"
+        "raise StrictModeError('patch x failed')\n")
+    env = _clean_env()
+    env.update(CC_RUNTIME_BOOTSTRAP="1", PYTHONPATH=os.pathsep.join([str(fake), str(REPO)]))
+    r = _run(f"import site; site.addsitedir({str(site)!r}); print('alive')", env, cwd=tmp_path)
+    assert r.returncode == 1 and "alive" not in r.stdout
+    assert r.stderr.strip().splitlines() == ["cc_runtime: strict mode: activation failed, everything rolled back"]
+
+
+@pytest.mark.timeout(300)
+def test_strict_failure_at_import_of_the_target_in_a_bootstrapped_child():
+    """Emulation cannot apply on a CPU-only torch: strict fails that child's `import torch` (with the
+    reason), non-strict reports the patch as failed and the child runs on."""
+    code = ("import torch, cc_runtime\n"
+            "print('EMU', {p['name']: p['status'] for p in cc_runtime.status()['patches']}['emulation'])\n")
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.version.cuda is not None:
+        pytest.skip("needs a CPU-only torch (emulation applies on a CUDA torch)")
+    env = launch_env(_clean_env())
+    env["CC_RUNTIME_EMULATE"] = "h100"
+    r = _run(code, env)
+    assert r.returncode == 0 and "EMU failed" in r.stdout, r.stderr[-2000:]
+    env["CC_RUNTIME_STRICT"] = "1"
+    r = _run(code, env)
+    assert r.returncode != 0 and "PatchError" in r.stderr and "emulation failed" in r.stderr
