@@ -61,7 +61,7 @@ def manager() -> PatchManager:
 
             logging.getLogger("cc_runtime").addHandler(logging.NullHandler())
             _manager = PatchManager(all_patches())
-            _manager.on_strict_failure = _restore_env
+            _manager.on_strict_failure = _strict_failure
             if _last is not None:
                 _manager.activate(*_last)
         return _manager
@@ -104,6 +104,9 @@ def _activate(cfg: settings.Settings, args: dict[str, Any], propagate: bool) -> 
         state = detect.resolve(cc=args["cc"], emulate=args["emulate"])
     else:
         state = detect.cc_state()
+        if state.details.get("invalid_settings"):  # settings were fixed since: decide afresh
+            detect.reset()
+            state = detect.cc_state()
     try:
         detect.set_state(state)
         if propagate:
@@ -134,6 +137,14 @@ def _export(state: CCState, args: dict[str, Any]) -> None:
     settings.export(BOOTSTRAP_VAR, "1")
     settings.export(DECISION_VAR, to_decision(state, settings.raw("CC_RUNTIME_CC"),
                                               settings.raw("CC_RUNTIME_EMULATE")))
+
+
+def _strict_failure(message: str) -> None:
+    """The manager rolled back after a strict-mode failure (possibly long after activation, when a
+    waiting patch's module was imported): restore our exports too and remember why."""
+    global _failure
+    _failure = f"PatchError: {message}"
+    _restore_env()
 
 
 def _restore_env() -> None:
@@ -189,7 +200,8 @@ def auto_activate() -> None:
         from . import detect
 
         # Nothing exported, nothing patched; cc_state()/status() say why cc_runtime is inactive.
-        detect.set_state(detect.CCState(False, "none", f"invalid setting, cc_runtime inactive: {exc}"))
+        detect.set_state(detect.CCState(False, "none", f"invalid setting, cc_runtime inactive: {exc}",
+                                        details={"invalid_settings": True}))
         _report_error(f"cc_runtime: {exc}; cc_runtime leaves this process untouched")
     except Exception as exc:  # noqa: BLE001
         strict = _last_strict()

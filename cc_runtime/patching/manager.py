@@ -101,7 +101,7 @@ class PatchManager:
         self._strict = False
         self._active = False
         #: Called after a strict-mode rollback (the runtime restores the variables it exported).
-        self.on_strict_failure: Callable[[], None] | None = None
+        self.on_strict_failure: Callable[[str], None] | None = None
 
     # -- activation --------------------------------------------------------------------------
     def activate(self, state: CCState, settings: Settings) -> None:
@@ -126,10 +126,11 @@ class PatchManager:
     def _fail_strict(self, failures: list[PatchRecord]) -> None:
         what = "; ".join(f"{r.patch.name} {r.status}: {r.reason}" for r in failures)
         cause = next((r.cause for r in failures if r.cause is not None), None)
+        message = f"cc_runtime strict mode: {what}"
         self.revert_all(reason="rolled back: strict mode failure of " + ", ".join(r.patch.name for r in failures))
         if self.on_strict_failure is not None:
-            self.on_strict_failure()
-        raise PatchError(f"cc_runtime strict mode: {what}") from cause
+            self.on_strict_failure(message)
+        raise PatchError(message) from cause
 
     @staticmethod
     def _unwanted(rec: PatchRecord, state: CCState, settings: Settings) -> tuple[str, str] | None:

@@ -123,3 +123,14 @@ def test_successful_activation_and_deactivate_restore_the_environment(monkeypatc
     assert os.environ["CC_RUNTIME_CC"] == "1" and json.loads(os.environ["CC_RUNTIME_DECISION"])["enabled"]
     runtime.deactivate()
     assert dict(os.environ) == before
+
+
+def test_fixed_settings_are_picked_up_by_a_later_activate(monkeypatch):
+    monkeypatch.setenv("CC_RUNTIME_TIMER", "bogus")
+    runtime.auto_activate()
+    from cc_runtime import detect
+
+    assert "invalid setting" in detect.cc_state().reason
+    monkeypatch.setenv("CC_RUNTIME_TIMER", "auto")
+    monkeypatch.setenv("CC_RUNTIME_CC", "0")
+    assert runtime.activate().reason == "forced off by CC_RUNTIME_CC=0"

@@ -294,7 +294,7 @@ def test_strict_failure_rolls_back_every_applied_patch_and_its_env(target):
     mgr = PatchManager([dataclasses.replace(make_patch(target, name="test.env", apply=export), module=None),
                         make_patch(target, name="test.compute"),
                         make_patch(target, name="test.broken", apply=broken, family="other")])
-    mgr.on_strict_failure = lambda: restored.append(True)
+    mgr.on_strict_failure = lambda message: restored.append("test.broken" in message)
     with pytest.raises(PatchError, match="test.broken failed"):
         mgr.activate(ON, Settings.load(env=STRICT))
     assert "CCRT_UPSTREAM_SWITCH" not in os.environ and mod.compute is orig and restored == [True]
