@@ -146,3 +146,14 @@ def test_install_bootstrap_writes_and_removes_the_files(tmp_path):
     assert (tmp_path / "cc_runtime_bootstrap.pth").read_text() == (REPO / "cc_runtime_bootstrap.pth").read_text()
     r = cli("install-bootstrap", "--target", str(tmp_path), "--remove")
     assert r.returncode == 0 and not (tmp_path / "cc_runtime_bootstrap.pth").exists()
+
+
+@pytest.mark.timeout(300)
+def test_bench_startup_writes_the_documented_summary(tmp_path):
+    out = tmp_path / "startup.json"
+    r = cli("bench", "startup", "--runs", "3", "--json", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(out.read_text())
+    for key in ("bootstrap_added_ms", "import_ms_cc_off", "import_ms_cc_on"):
+        assert set(data["summary"][key]) == {"median", "min", "max", "n"} and data["summary"][key]["n"] == 3
+    assert data["model"] == {} and "bootstrap_via" in data["environment"]
