@@ -75,6 +75,9 @@ def _arms() -> tuple[dict[str, tuple[list[str], dict[str, str]]], dict[str, Any]
         "import cc_runtime, CC on": ([py, "-c", _IMPORT], {**base, "CC_RUNTIME_CC": "1"}),
     }
     facts = {"bootstrap_via": via, "python": py,
+             # Without .pyc files every process compiles cc_runtime from source: say so, it dominates.
+             "bytecode_cache": "off (PYTHONDONTWRITEBYTECODE is set)" if os.environ.get("PYTHONDONTWRITEBYTECODE")
+             else "on",
              "cc_off_by": "CC_RUNTIME_CC=0" if here.enabled else f"{here.source}: {here.reason}"}
     return arms, facts
 
@@ -89,9 +92,17 @@ def _once(argv: list[str], env: dict[str, str]) -> tuple[float, float | None]:
     return wall, (inner[-1] if inner else None)
 
 
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def run(ctx: BenchContext) -> BenchResult:
     runs = max(3, int(ctx.extra.get("runs") or 20))
     arms, facts = _arms()
+    facts["load_average_before"] = _load()
     wall: dict[str, list[float]] = {name: [] for name in arms}
     inner: dict[str, list[float]] = {name: [] for name in arms}
     for argv, env in arms.values():  # warm the file cache and .pyc files; not counted
@@ -102,6 +113,7 @@ def run(ctx: BenchContext) -> BenchResult:
             wall[name].append(w)
             if i is not None:
                 inner[name].append(i)
+    facts["load_average_after"] = _load()
     added = [b - p for b, p in zip(wall["python -c pass, bootstrap"], wall["python -c pass"], strict=True)]
     summary = {
         "bootstrap_added_ms": spread(added),
