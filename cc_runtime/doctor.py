@@ -35,7 +35,7 @@ def _versions() -> dict[str, str | None]:
 
 
 def _gpu() -> dict[str, Any]:
-    info: dict[str, Any] = {"nvml": None, "driver": None, "devices": [], "torch_cuda": None}
+    info: dict[str, Any] = {"nvml": None, "driver": None, "driver_cuda": None, "devices": [], "torch_cuda": None}
     try:
         import pynvml
 
@@ -43,6 +43,11 @@ def _gpu() -> dict[str, Any]:
         try:
             drv = pynvml.nvmlSystemGetDriverVersion()
             info["driver"] = drv.decode() if isinstance(drv, bytes) else drv
+            try:  # the CUDA version the driver supports, e.g. 12080 -> "12.8"
+                v = int(pynvml.nvmlSystemGetCudaDriverVersion_v2())
+                info["driver_cuda"] = f"{v // 1000}.{v % 1000 // 10}"
+            except Exception:  # noqa: BLE001 - older nvidia-ml-py
+                pass
             for i in range(pynvml.nvmlDeviceGetCount()):
                 h = pynvml.nvmlDeviceGetHandleByIndex(i)
                 name = pynvml.nvmlDeviceGetName(h)
@@ -204,6 +209,8 @@ def render(report: dict[str, Any]) -> str:
     gpu = report["gpu"]
     lines += _wrap(str(gpu.get("nvml")), "  NVML:", col)
     driver = gpu.get("driver") or ("unknown (NVML unavailable)" if gpu.get("nvml") != "ok" else "unknown")
+    if gpu.get("driver_cuda"):
+        driver += f" (supports CUDA {gpu['driver_cuda']})"
     lines.append(f"{'  driver:':<{col}}{driver}")
     lines.append(f"{'  GPUs:':<{col}}{', '.join(gpu.get('devices') or []) or 'none'}")
     lines += _wrap(_torch_cuda(gpu.get("torch_cuda")), "  torch.cuda:", col)

@@ -157,3 +157,16 @@ def test_bench_startup_writes_the_documented_summary(tmp_path):
     for key in ("bootstrap_added_ms", "import_ms_cc_off", "import_ms_cc_on"):
         assert set(data["summary"][key]) == {"median", "min", "max", "n"} and data["summary"][key]["n"] == 3
     assert data["model"] == {} and "bootstrap_via" in data["environment"]
+
+
+def test_doctor_renders_gpu_facts_readably():
+    """Rendering only (no GPU here): the facts a GPU machine reports, as a person reads them."""
+    from cc_runtime import doctor
+
+    rep = doctor.collect()
+    rep["gpu"] = {"nvml": "ok", "driver": "570.86.15", "driver_cuda": "12.8", "devices": ["NVIDIA H100 80GB HBM3"],
+                  "torch_cuda": {"available": True, "cuda_version": "12.8", "device": "NVIDIA H100 80GB HBM3"}}
+    text = doctor.render(rep)
+    assert "driver:     570.86.15 (supports CUDA 12.8)" in text
+    assert "torch.cuda: available, CUDA 12.8, device 0: NVIDIA H100 80GB HBM3" in text
+    assert "{" not in text.split("versions:")[0]
