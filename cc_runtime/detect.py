@@ -121,9 +121,32 @@ def _import_pynvml() -> ModuleType | None:
     return pynvml
 
 
+def _nvml_library_missing() -> str | None:
+    """Why NVML's library cannot be loaded, checked before importing nvidia-ml-py.
+
+    On a machine without an NVIDIA driver this answers "off" for the cost of a dlopen, instead of
+    importing pynvml (~15 ms: ctypes.util, subprocess, tempfile) to learn the same. Linux only (pynvml
+    searches other paths elsewhere); the same library name pynvml loads.
+    """
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError as exc:
+        return f"libnvidia-ml.so.1 cannot be loaded ({exc})"
+    return None
+
+
 def probe_nvml(pynvml: ModuleType | None = None) -> CCState:
     """Read CC state from NVML. Every failure becomes ``CCState(enabled=False, reason=...)``."""
     if pynvml is None:
+        missing = _nvml_library_missing()
+        if missing:
+            return CCState(False, "none", f"NVML unavailable (no GPU or driver): {missing}")
         pynvml = _import_pynvml()
     if pynvml is None:
         return CCState(False, "none", "nvidia-ml-py (pynvml) is not installed")

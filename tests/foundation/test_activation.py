@@ -24,7 +24,7 @@ CHILD = textwrap.dedent("""
     changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
     st = cc_runtime.cc_state()
     print("REPORT" + json.dumps({"changed": changed, "label": st.label, "source": st.source,
-                                 "pynvml": "pynvml" in sys.modules, "wrapt": "wrapt" in sys.modules,
+                                 "pynvml": "pynvml" in sys.modules, "ctypes": "ctypes" in sys.modules, "wrapt": "wrapt" in sys.modules,
                                  "patches_loaded": "cc_runtime.patches" in sys.modules,
                                  "reason": st.reason}))
 """)
@@ -73,7 +73,7 @@ def test_disable_is_reported_as_disabled_and_exports_nothing():
 @pytest.mark.timeout(300)
 def test_child_inherits_the_decision_without_nvml_or_patch_modules():
     parent, rep = _child({})
-    assert rep["pynvml"]  # the parent asked NVML (no GPU here: off)
+    assert rep["ctypes"] and "NVML" in rep["reason"]  # the parent asked NVML (no GPU here: off)
     decision = json.loads(subprocess.run(
         [sys.executable, "-c", "import cc_runtime, os; print(os.environ['CC_RUNTIME_DECISION'])"],
         env={**{k: v for k, v in os.environ.items() if not k.startswith("CC_RUNTIME_")}, "PYTHONPATH": str(REPO)},
@@ -81,7 +81,7 @@ def test_child_inherits_the_decision_without_nvml_or_patch_modules():
     r, child = _child({"CC_RUNTIME_DECISION": json.dumps(decision), "CC_RUNTIME_BOOTSTRAP": "1"})
     assert r.returncode == 0, r.stderr
     assert child["label"] == "off" and "inherited" in child["reason"]
-    assert not child["pynvml"] and not child["wrapt"] and not child["patches_loaded"]
+    assert not child["pynvml"] and not child["ctypes"] and not child["wrapt"] and not child["patches_loaded"]
     # a child with its own explicit setting decides for itself
     r, own = _child({"CC_RUNTIME_DECISION": json.dumps(decision), "CC_RUNTIME_CC": "1"})
     assert own["label"] == "on" and own["source"] == "env"
