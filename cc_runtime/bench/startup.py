@@ -7,7 +7,8 @@ fresh ``sys.executable`` process:
 * ``python -c pass`` without and with the bootstrap (CC off, with the decision a parent exports, as a
   spawned child sees it): ``bootstrap_added_ms`` is the per-round difference;
 * ``import cc_runtime`` timed inside a fresh process (no bootstrap), CC off (this machine's own NVML
-  answer, or ``CC_RUNTIME_CC=0`` where CC is on) and forced on (``CC_RUNTIME_CC=1``).
+  answer, or ``CC_RUNTIME_CC=0`` where CC is on), forced on (``CC_RUNTIME_CC=1``), and CC off with the
+  decision a parent exports (what a bootstrapped child imports, timed in-process).
 
 Where the ``.pth`` is not installed in this interpreter's site-packages (editable install), both
 ``python -c pass`` arms run with the ``cc-runtime launch`` sitecustomize shim instead; the environment
@@ -73,6 +74,9 @@ def _arms() -> tuple[dict[str, tuple[list[str], dict[str, str]]], dict[str, Any]
         "python -c pass, bootstrap": ([py, "-c", "pass"], boot_env),
         "import cc_runtime, CC off": ([py, "-c", _IMPORT], off_env),
         "import cc_runtime, CC on": ([py, "-c", _IMPORT], {**base, "CC_RUNTIME_CC": "1"}),
+        # What the bootstrap imports in a child, timed in-process (far less noisy than process wall time).
+        "import cc_runtime, CC off, inherited decision": (
+            [py, "-c", _IMPORT], {k: v for k, v in boot_env.items() if k != "CC_RUNTIME_BOOTSTRAP"}),
     }
     facts = {"bootstrap_via": via, "python": py,
              # Without .pyc files every process compiles cc_runtime from source: say so, it dominates.
@@ -119,6 +123,7 @@ def run(ctx: BenchContext) -> BenchResult:
         "bootstrap_added_ms": spread(added),
         "import_ms_cc_off": spread(inner["import cc_runtime, CC off"]),
         "import_ms_cc_on": spread(inner["import cc_runtime, CC on"]),
+        "import_ms_cc_off_inherited": spread(inner["import cc_runtime, CC off, inherited decision"]),
         "python_pass_ms": spread(wall["python -c pass"]),
         "python_pass_bootstrap_ms": spread(wall["python -c pass, bootstrap"]),
     }
