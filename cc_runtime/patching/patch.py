@@ -52,6 +52,10 @@ class Patch:
     upstream_has_it: Callable[[], str | None] | None = None
     when: Callable[[CCState], bool] = field(default=_cc_enabled)
     why: str = ""
+    #: Version-specific variants of one fix share a family (default: the target distribution). A patch
+    #: outside its range is "not applicable" when a family member covers the installed version, and
+    #: "skipped" (a strict-mode failure) when none does.
+    family: str | None = None
     #: What the patch has been verified against (real upstream on CPU, GPU, CC hardware); None: the
     #: project's record in :mod:`cc_runtime.patching.evidence`.
     evidence: Evidence | None = None
