@@ -62,9 +62,7 @@ RUNTIME_DEPS = [
     "wrapt==2.5.2",  # project range: >=1.14,!=2.2.0,<3
     "nvidia-ml-py==13.615.71",
     "packaging==26.4",
-    "cryptography==50.0.2",
     "matplotlib==3.11.2",
-    "rich==15.0.0",
     "tqdm==4.70.1",
 ]
 

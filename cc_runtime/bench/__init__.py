@@ -18,16 +18,20 @@ from .common import (
     BenchResult,
     default_device,
     environment,
+    fmt_spread,
     format_table,
+    plot_summary,
     print_table,
     write_json,
 )
+from .goals import judged
 
 BENCHMARKS: dict[str, str] = {
     "emulator": "cc_runtime.bench.emulator",
     "timer": "cc_runtime.bench.timer",
     "readback": "cc_runtime.bench.readback",
     "prefill": "cc_runtime.bench.prefill",
+    "startup": "cc_runtime.bench.startup",
     "step": "cc_runtime.bench.step",
 }
 
@@ -48,7 +52,8 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="small sweep (seconds, not minutes)")
     p.add_argument("--long", action="store_true", help="long mode (soak tests where the benchmark has one)")
     p.add_argument("--json", dest="json_path", metavar="PATH", help="write the result JSON here")
-    p.add_argument("--plot", dest="plot_path", metavar="PNG", help="write a plot here (where one helps)")
+    p.add_argument("--plot", dest="plot_path", metavar="PNG|DIR",
+                   help="write a plot: a .png path, or a folder that gets <benchmark>.png (one per benchmark)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="cuda (default when present) or cpu (the emulator's simulated device)")
     p.add_argument("--emulate", default="h100", metavar="PROFILE",
@@ -67,7 +72,7 @@ def add_bench_parser(sub: Any) -> None:
             desc = getattr(mod, "DESCRIPTION", "") if mod else "(not available in this build)"
         except Exception as exc:  # noqa: BLE001
             mod, desc = None, f"(broken: {exc})"
-        sp = bsub.add_parser(name, help=desc)
+        sp = bsub.add_parser(name, help=desc.replace("%", "%%"))  # argparse %-formats help ("%globaltimer")
         _common_args(sp)
         if mod is not None and hasattr(mod, "add_arguments"):
             mod.add_arguments(sp)
@@ -96,62 +101,146 @@ def run_one(name: str, ctx: BenchContext) -> BenchResult:
     return result
 
 
-def main_bench(args: argparse.Namespace) -> int:
-    try:
-        from ..emulator.profiles import load_profile
+def add_parser(sub: Any) -> None:
+    """The ``cc-runtime bench`` entry of ``cc_runtime.cli.COMMANDS``."""
+    add_bench_parser(sub)
 
-        load_profile(args.emulate)
-    except ValueError as exc:  # ProfileError: unknown name, bad JSON, bad value
-        print(f"cc-runtime bench: --emulate {args.emulate}: {exc}", file=sys.stderr)
+
+def main(args: argparse.Namespace) -> int:
+    return main_bench(args)
+
+
+def _cuda_missing() -> str | None:
+    """Why ``--device cuda`` cannot run here (one line), or None."""
+    try:
+        import torch
+    except Exception as exc:  # noqa: BLE001
+        return f"torch cannot be imported ({type(exc).__name__}: {exc})"
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable GPU"
+    return None
+
+
+def main_bench(args: argparse.Namespace) -> int:
+    if args.device == "cuda":
+        why = _cuda_missing()
+        if why:
+            print(f"cc-runtime bench: --device cuda: {why}; use --device cpu (the simulated device)",
+                  file=sys.stderr)
+            return 2
+    from ..settings import VARS, SettingsError
+
+    try:  # the same check as CC_RUNTIME_EMULATE, in one place (cc_runtime.settings.emulate_profile)
+        if VARS["CC_RUNTIME_EMULATE"].parse("--emulate", args.emulate) is None:
+            raise SettingsError("--emulate", args.emulate, "h100 | b300 | /path/profile.json",
+                                "the emulated arms need a CC profile")
+    except SettingsError as exc:
+        print(f"cc-runtime bench: {exc}", file=sys.stderr)
         return 2
     if args.bench_name:
         ctx = _context(args, quick=args.quick)
-        result = run_one(args.bench_name, ctx)
-        print_table(result.rows, result.columns, result.title or result.benchmark)
-        for note in result.notes:
-            print(f"note: {note}")
-        print("summary: " + ", ".join(f"{k}={v}" for k, v in result.summary.items()))
-        if ctx.json_path:
-            write_json(ctx.json_path, result)
+        if ctx.plot_path and _is_dir_arg(ctx.plot_path):
+            ctx.plot_path = os.path.join(ctx.plot_path, f"{args.bench_name}.png")
+        result, plots = run_and_plot(args.bench_name, ctx)
+        report(result, ctx.json_path, plots)
         return 0
     return run_all(args)
 
 
+def _is_dir_arg(path: str) -> bool:
+    return os.path.isdir(path) or not path.lower().endswith(".png")
+
+
+def _mtime(path: str | None) -> float | None:
+    return os.path.getmtime(path) if path and os.path.exists(path) else None
+
+
+def run_and_plot(name: str, ctx: BenchContext) -> tuple[BenchResult, list[str]]:
+    """Run one benchmark; a plot path the benchmark did not draw gets the summary plot. The plots written."""
+    before = _mtime(ctx.plot_path)
+    result = run_one(name, ctx)
+    if not ctx.plot_path:
+        return result, []
+    if _mtime(ctx.plot_path) == before:
+        err = plot_summary(result, ctx.plot_path)
+        if err:
+            result.notes.append(f"plot not written: {err}")
+    return result, [ctx.plot_path] if _mtime(ctx.plot_path) != before else []
+
+
+def report(result: BenchResult, json_path: str | None, plots: list[str]) -> list[dict[str, str]]:
+    """Write the JSON; print one benchmark's table, notes, summary (rounded, with spread), goals, files."""
+    written = list(plots)
+    if json_path:
+        write_json(json_path, result)
+        written.insert(0, json_path)
+    print_table(result.rows, result.columns, result.title or result.benchmark)
+    for note in result.notes:
+        print(f"note: {note}")
+    print("summary (this run; median [min-max] where repeated): "
+          + ", ".join(f"{k}={fmt_spread(v)}" for k, v in result.summary.items()))
+    if result.model:
+        print("model (computed or assumed, not measured): "
+              + ", ".join(f"{k}={fmt_spread(v.get('value') if isinstance(v, dict) else v)}"
+                          for k, v in result.model.items()))
+    goals = judged(result.benchmark, result.environment.get("device_kind", "simulated"), result.summary)
+    for g in goals:
+        print(f"goal: {g['goal']}: {g['value']} -> {g['result']}")
+    for path in written:
+        print(f"wrote {path}")
+    return goals
+
+
 def run_all(args: argparse.Namespace) -> int:
-    """Every benchmark in quick mode, one summary table; JSON per benchmark beside --json if given."""
+    """Every benchmark in quick mode, one summary table; JSON per benchmark beside --json if given,
+    one PNG per benchmark in --plot DIR."""
     ctx = _context(args, quick=True)
     rows: list[dict[str, Any]] = []
     failed = 0
-    out_dir = None
+    out_dir = plot_dir = None
     if ctx.json_path:
         out_dir = ctx.json_path if not ctx.json_path.endswith(".json") else os.path.dirname(ctx.json_path)
-    for name in BENCHMARKS:
+    if ctx.plot_path:
+        plot_dir = ctx.plot_path if _is_dir_arg(ctx.plot_path) else os.path.dirname(ctx.plot_path) or "."
+        os.makedirs(plot_dir, exist_ok=True)
+    written: list[str] = []
+    names = list(BENCHMARKS)
+    for i, name in enumerate(names, 1):
         if _load(name) is None:
-            rows.append({"benchmark": name, "status": "not available", "seconds": 0.0, "summary": ""})
+            rows.append({"benchmark": name, "status": "not available", "seconds": 0.0, "headline": "",
+                         "goal": "", "result": ""})
             continue
+        print(f"[{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
-            sub_ctx = BenchContext(**{**vars(ctx), "json_path": None})
-            result = run_one(name, sub_ctx)
-            status = "ok"
-            # The headline metrics come first in each benchmark's summary; the JSON has them all.
-            summary = ", ".join(f"{k}={_short(v)}" for k, v in list(result.summary.items())[:3])
-            print_table(result.rows, result.columns, result.title or result.benchmark)
+            sub_ctx = BenchContext(**{**vars(ctx), "json_path": None,
+                                      "plot_path": os.path.join(plot_dir, f"{name}.png") if plot_dir else None})
+            result, plots = run_and_plot(name, sub_ctx)
+            json_path = os.path.join(out_dir, f"{name}.json") if out_dir else None
+            goals = report(result, json_path, plots)
             print()
-            if out_dir:
-                write_json(os.path.join(out_dir, f"{name}.json"), result)
+            written += ([json_path] if json_path else []) + plots
+            seconds = time.perf_counter() - t0
+            if goals:
+                for g in goals:
+                    rows.append({"benchmark": name, "status": "ok", "seconds": seconds, "headline": g["value"],
+                                 "goal": g["goal"], "result": g["result"]})
+            else:
+                head = ", ".join(f"{k}={fmt_spread(v)}" for k, v in list(result.summary.items())[:2])
+                rows.append({"benchmark": name, "status": "ok", "seconds": seconds, "headline": head,
+                             "goal": "(none set)", "result": ""})
         except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
             failed += 1
-            status, summary = "FAILED", f"{type(exc).__name__}: {exc}"
             traceback.print_exc(file=sys.stderr)
-        rows.append({"benchmark": name, "status": status, "seconds": time.perf_counter() - t0,
-                     "summary": summary})
+            rows.append({"benchmark": name, "status": "FAILED", "seconds": time.perf_counter() - t0,
+                         "headline": f"{type(exc).__name__}: {exc}", "goal": "", "result": ""})
+        print(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
     cc = environment(ctx)["cc"]
     kind = "simulated device" if ctx.simulated else "CUDA"
-    print(format_table(rows, ["benchmark", "status", "seconds", "summary"],
-                       f"cc-runtime bench (quick, {kind}, CC arms {cc})"))
+    print(format_table(rows, ["benchmark", "status", "seconds", "goal", "headline", "result"],
+                       f"cc-runtime bench (quick, {kind}, CC arms {cc}; values: median [min-max])"))
+    for path in written:
+        print(f"wrote {path}")
     return 1 if failed else 0
-
-
-def _short(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -12,7 +12,8 @@ import json
 import os
 import platform
 import statistics
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -66,6 +67,62 @@ def spread(values: Iterable[float]) -> dict[str, float]:
     if not vals:
         raise ValueError("spread() of no measurements")
     return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "n": len(vals)}
+
+
+def ratio_spread(values: Iterable[float]) -> dict[str, Any]:
+    """:func:`spread` of a ratio to a CC-off baseline, read honestly: above 1.0 is noise, never a gain.
+
+    CC (emulated or real) cannot make a step faster than CC off does; a ratio above 1.0 means the two
+    arms are within this run's noise, and the entry says so.
+    """
+    s: dict[str, Any] = spread(values)
+    if s["min"] > 1.0:
+        s["reading"] = "above 1.0 in every repetition: noise or a measurement artefact, not a gain"
+    elif s["max"] > 1.0:
+        s["reading"] = "within noise of 1.0 (above 1.0 is noise, not a gain)"
+    return s
+
+
+def fmt_spread(s: Any, digits: int = 3) -> str:
+    """``median [min-max]`` for a table cell (flagged when a ratio's spread reaches above 1.0); anything
+    else as :func:`_fmt` shows it."""
+    if isinstance(s, dict) and "median" in s:
+        text = f"{_fmt_num(s['median'], digits)} [{_fmt_num(s['min'], digits)}-{_fmt_num(s['max'], digits)}]"
+        return text + (" (above 1.0: noise, not a gain)" if "reading" in s else "")
+    return _fmt(s)
+
+
+def _fmt_num(v: float, digits: int) -> str:
+    if v != v:
+        return "nan"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}g}"
+
+
+def headline(value: Any) -> float | None:
+    """The number a goal is checked against: a spread's median, a plain number, or None."""
+    if isinstance(value, dict):
+        value = value.get("median", value.get("value"))
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def thread_cpu_clock(thread: Any) -> Callable[[], float] | None:
+    """A function returning ``thread``'s CPU seconds, readable from any thread; None where unsupported.
+
+    ``time.thread_time`` only reads the calling thread; the kernel's per-thread CPU clock
+    (``pthread_getcpuclockid``) reads another one, so a worker is measured without touching its code.
+    """
+    get_id = getattr(time, "pthread_getcpuclockid", None)
+    ident = getattr(thread, "ident", None)
+    if get_id is None or ident is None:
+        return None
+    try:
+        clock_id = get_id(ident)
+        time.clock_gettime(clock_id)
+    except (OSError, OverflowError):
+        return None
+    return lambda: time.clock_gettime(clock_id)
 
 
 def modelled(value: Any, source: str) -> dict[str, Any]:
@@ -128,6 +185,8 @@ def _profile_name(spec: str) -> str:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, dict) and "median" in v:
+        return fmt_spread(v)
     if isinstance(v, float):
         if v != v:
             return "nan"
@@ -170,13 +229,59 @@ def write_json(path: str, result: BenchResult) -> None:
         f.write("\n")
 
 
-def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
-    """tqdm progress on a terminal for long runs; silent when output is not a TTY (CI logs)."""
+def progress(items: Iterable[T], desc: str, total: int | None = None, every_s: float = 3.0) -> Iterator[T]:
+    """Progress for long runs: tqdm on a terminal; elsewhere (CI logs, pipes) a plain line on stderr at
+    most every ``every_s`` seconds, so a long silence always says which step it is in."""
+    import sys
+
+    if sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+
+            yield from tqdm(items, desc=desc, total=total, leave=False)
+            return
+        except ImportError:
+            pass
+    if total is None:
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    start = last = time.monotonic()
+    for i, item in enumerate(items):
+        now = time.monotonic()
+        if now - last >= every_s:
+            print(f"  {desc}: {i}/{total if total is not None else '?'} ({now - start:.0f}s)", file=sys.stderr,
+                  flush=True)
+            last = now
+        yield item
+
+
+def plot_summary(result: BenchResult, path: str) -> str | None:
+    """One PNG of a result's summary: each value's median with its min-max range (a single value as a
+    point), one panel per key (their units differ). Returns why it was not written, or None."""
     try:
-        import sys
+        import matplotlib
 
-        from tqdm import tqdm
-
-        yield from tqdm(items, desc=desc, total=total, disable=not sys.stderr.isatty(), leave=False)
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
     except ImportError:
-        yield from items
+        return "matplotlib is not installed (pip install 'cc-runtime[bench]')"
+    items = [(k, v if isinstance(v, dict) else {"median": float(v), "min": float(v), "max": float(v), "n": 1})
+             for k, v in result.summary.items()
+             if (isinstance(v, dict) and "median" in v) or (isinstance(v, (int, float)) and not isinstance(v, bool))]
+    if not items:
+        return "no numeric summary value to plot"
+    fig, axes = plt.subplots(len(items), 1, figsize=(6, 0.9 * len(items) + 0.8), squeeze=False)
+    for ax, (key, v) in zip(axes[:, 0], items, strict=True):
+        ax.errorbar([v["median"]], [0], xerr=[[v["median"] - v["min"]], [v["max"] - v["median"]]], fmt="o",
+                    capsize=4)
+        ax.set_yticks([0], [f"{key} (n={v['n']})"])
+        ax.tick_params(axis="x", labelsize=8)
+    kind = result.environment.get("device_kind", "")
+    fig.suptitle(f"{result.benchmark}: median [min-max] ({kind})", fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return None

@@ -6,16 +6,15 @@ and with CC emulated. Reported per forward: latency and kernel launches (ATen op
 kernel, counted with a dispatch mode; replayed graphs launch none of their own).
 
 On a GPU the emulated arms run under ``cc_runtime.emulator.cuda.emulate(profile)`` (every eager launch
-pays the profile's extra cost, every graph replay its replay cost). If that emulator is not available,
-the emulated latency is the CC-off measurement plus launches x ``launch_extra_s`` + replays x
-``graph_replay_extra_s`` ("charged", and said so in the notes).
+pays the profile's extra cost, every graph replay its replay cost) and are measured. If that emulator is
+not available, no CC figure is measured: the CC estimate (CC-off measurement + launches x
+``launch_extra_s`` + replays x ``graph_replay_extra_s``) goes under ``model``.
 
-On CPU (no GPU) the numbers are *simulated*: latency = measured CPU time of the eager forward (at the
-padded size for the piecewise arm: a replay runs the kernels eager runs there) as a stand-in for GPU
-kernel time, + launches x per-launch cost + graph replays x per-replay cost, with the CC-off host costs
-(cudaLaunchKernel 4.9 us, ISPASS'25 CC-off median; a graph launch guessed at the same) plus the
-profile's extras under CC. A CPU is far slower than a GPU at the compute, so the ratios understate
-what a GPU shows.
+On CPU (no GPU) both arms are timed as they run here: eager, and the piecewise runner itself (its CPU
+path: the same splitting, padding, buffers and pieces, with a stand-in replay). No CC is measured on
+CPU; the CC estimate from launch counts and the profile (CC-off host costs: cudaLaunchKernel 4.9 us,
+ISPASS'25 CC-off median; a graph launch guessed at the same) goes under ``model``, never ``summary``.
+Every measured value is a median [min-max] over samples timed back to back (eager, piecewise, ...).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .common import BenchContext, BenchResult, progress
+from .common import BenchContext, BenchResult, modelled, progress, spread
 
 DESCRIPTION = "piecewise CUDA graphs vs eager for prefill/mixed batches, CC off vs emulated CC"
 
@@ -53,41 +52,29 @@ def _sync(device: str) -> Callable[[], None]:
     return _no_sync
 
 
-def _time(fn: Callable[[], Any], sync: Callable[[], None], iters: int, warmup: int = 1) -> float:
-    """Median on a GPU; minimum on CPU, where other processes' load only ever adds time."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    samples = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples) if sync is not _no_sync else min(samples)
-
-
 def _no_sync() -> None:
     pass
 
 
-def _cpu_time(fn: Callable[[], Any], tokens: int, budget_s: float = 0.3) -> float:
-    """Minimum over repeated runs within a small time budget (one run for the largest sizes)."""
-    if tokens < 1024:
-        fn()
-    samples: list[float] = []
+def paired_samples(fns: list[Callable[[], Any]], sync: Callable[[], None], n: int, budget_s: float | None = None,
+                   warmup: int = 1) -> list[list[float]]:
+    """Seconds per call of each of ``fns``, timed alternately ``n`` times (at least 3 when a budget cuts
+    it short), so sample i of every function saw the same background load and ratios can be paired."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    sync()
+    out: list[list[float]] = [[] for _ in fns]
     start = time.perf_counter()
-    while not samples or (time.perf_counter() - start < budget_s and len(samples) < 30 and tokens < 1024):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return min(samples)
-
-
-def _pad(x: Any, n: int) -> Any:
-    import torch
-
-    return torch.cat([x, x.new_zeros(n - x.shape[0])])
+    for i in range(n):
+        if budget_s is not None and i >= 3 and time.perf_counter() - start > budget_s:
+            break
+        for fn, samples in zip(fns, out, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            samples.append(time.perf_counter() - t0)
+    return out
 
 
 @contextlib.contextmanager
@@ -173,6 +160,7 @@ def _run(ctx: BenchContext) -> BenchResult:
         cases.append(("mixed 128", prefill + [1] * decodes))
 
     rows: list[dict[str, Any]] = []
+    measured: dict[str, dict[str, list[float]]] = {}  # case -> arm -> seconds per forward
     modes: set[str] = set()
     max_diff = 0.0
     for label, lens in progress(cases, desc="prefill"):
@@ -189,82 +177,112 @@ def _run(ctx: BenchContext) -> BenchResult:
             with LaunchCounter() as graph_count:
                 runner(ids, pos)
             replays = runner.stats.replays - replays0
+
+            def eager() -> None:
+                model(ids, pos)  # noqa: B023 - called within this iteration
+
+            def graphs() -> None:
+                runner(ids, pos)  # noqa: B023
+
+            # CPU: a time budget per point (the largest forwards take ~0.1 s there); GPU: fixed count.
+            budget = None if device == "cuda" else (0.4 if n < 1024 else 0.0)
+            arms = dict(zip(("eager_off", "piecewise_off"), paired_samples([eager, graphs], sync, iters, budget),
+                            strict=True))
             if device == "cuda":
-                eager_off = _time(lambda: model(ids, pos), sync, iters)  # noqa: B023 - called right here
-                graph_off = _time(lambda: runner(ids, pos), sync, iters)  # noqa: B023
                 with _gpu_emulation(cc) as mode:
                     if mode == "emulated":
-                        eager_cc = _time(lambda: model(ids, pos), sync, iters)  # noqa: B023
-                        graph_cc = _time(lambda: runner(ids, pos), sync, iters)  # noqa: B023
+                        arms.update(zip(("eager_cc", "piecewise_cc"), paired_samples([eager, graphs], sync, iters),
+                                        strict=True))
                 modes.add(mode)
-                if mode == "charged":
-                    eager_cc = eager_off + eager_count.count * cc.launch_extra_s
-                    graph_cc = graph_off + graph_count.count * cc.launch_extra_s + replays * cc.graph_replay_extra_s
             else:
-                # Simulated: the CPU's time for the forward stands in for GPU kernel time (a replay runs
-                # the kernels eager runs at the padded size); host costs come from the launch model.
                 modes.add("simulated")
-                padded = runner.bucket_for(n) or n
-                compute = _cpu_time(lambda: model(ids, pos), n)  # noqa: B023
-                compute_padded = compute if padded == n else _cpu_time(
-                    lambda: model(_pad(ids, padded), _pad(pos, padded)), padded)  # noqa: B023
-                eager_off = compute + eager_count.count * LAUNCH_BASE_S
-                graph_off = compute_padded + graph_count.count * LAUNCH_BASE_S + replays * REPLAY_BASE_S
-                eager_cc = eager_off + eager_count.count * cc.launch_extra_s
-                graph_cc = graph_off + graph_count.count * cc.launch_extra_s + replays * cc.graph_replay_extra_s
+        measured[label] = arms
         bucket = runner.bucket_for(n)
-        rows.append({
+        med = {k: statistics.median(v) for k, v in arms.items()}
+        row: dict[str, Any] = {
             "tokens": label, "bucket": bucket if bucket is not None else "eager",
-            "eager_off_us": eager_off * 1e6, "piecewise_off_us": graph_off * 1e6,
-            "eager_cc_us": eager_cc * 1e6, "piecewise_cc_us": graph_cc * 1e6,
-            "speedup_cc": eager_cc / graph_cc, "cc_vs_off": graph_cc / graph_off,
+            "eager_off_us": med["eager_off"] * 1e6, "piecewise_off_us": med["piecewise_off"] * 1e6,
+            "piecewise_vs_eager_off": _paired_ratio(arms["piecewise_off"], arms["eager_off"]),
             "launches_eager": eager_count.count, "launches_piecewise": graph_count.count, "replays": replays,
-        })
+        }
+        if "eager_cc" in arms:
+            row.update(eager_cc_us=med["eager_cc"] * 1e6, piecewise_cc_us=med["piecewise_cc"] * 1e6,
+                       speedup_cc=_paired_ratio(arms["eager_cc"], arms["piecewise_cc"]),
+                       cc_vs_off=_paired_ratio(arms["piecewise_cc"], arms["piecewise_off"]))
+        # What CC would add, from the launch count and the profile: a model, never a measurement.
+        eager_model = med["eager_off"] + eager_count.count * (LAUNCH_BASE_S + cc.launch_extra_s)
+        graph_model = (med["piecewise_off"] + graph_count.count * (LAUNCH_BASE_S + cc.launch_extra_s)
+                       + replays * (REPLAY_BASE_S + cc.graph_replay_extra_s))
+        row.update(model_eager_cc_us=eager_model * 1e6, model_piecewise_cc_us=graph_model * 1e6,
+                   model_speedup_cc=eager_model / graph_model)
+        rows.append(row)
+    return _result(ctx, cc, cfg, runner, rows, measured, modes, max_diff, capture_s, tokens)
+
+
+def _paired_ratio(num: list[float], den: list[float]) -> dict[str, Any]:
+    """``num[i] / den[i]`` over paired samples (timed back to back), as a spread."""
+    return spread(a / b for a, b in zip(num, den, strict=True))
+
+
+def _result(ctx: BenchContext, cc: Any, cfg: Any, runner: Any, rows: list[dict[str, Any]],
+            measured: dict[str, dict[str, list[float]]], modes: set[str], max_diff: float, capture_s: float,
+            tokens: list[int]) -> BenchResult:
+    device = "cuda" if ctx.device == "cuda" else "cpu"
 
     def row(label: str) -> dict[str, Any] | None:
         return next((r for r in rows if r["tokens"] == label), None)
 
-    r128 = row("128")
     kind = "simulated" if device == "cpu" else ("emulated" if modes == {"emulated"} else "emulated+charged")
-    summary: dict[str, float | int | None] = {
-        "max_abs_diff_vs_eager": max_diff,
-        "speedup_vs_eager_128": r128["speedup_cc"] if r128 else None,
-        "ratio_vs_cc_off_128": r128["cc_vs_off"] if r128 else None,
-        "speedup_vs_eager_16": row(str(tokens[0]))["speedup_cc"] if row(str(tokens[0])) else None,  # type: ignore[index]
-        "launches_eager_128": r128["launches_eager"] if r128 else None,
-        "launches_piecewise_128": r128["launches_piecewise"] if r128 else None,
-        "capture_s": capture_s,
-        "captured_sizes": len(runner.buckets),
-        "pieces": runner.num_pieces,
-    }
-    mixed = row("mixed 128")
-    if mixed:
-        summary["speedup_vs_eager_mixed_128"] = mixed["speedup_cc"]
+    summary: dict[str, Any] = {"max_abs_diff_vs_eager": max_diff, "capture_s": spread([capture_s])}
+    model: dict[str, Any] = {}
+    for label, suffix in (("128", "128"), (str(tokens[0]), str(tokens[0])), ("mixed 128", "mixed_128")):
+        r, arms = row(label), measured.get(label)
+        if r is None or arms is None:
+            continue
+        summary[f"eager_us_{suffix}"] = spread(x * 1e6 for x in arms["eager_off"])
+        summary[f"piecewise_us_{suffix}"] = spread(x * 1e6 for x in arms["piecewise_off"])
+        summary[f"piecewise_vs_eager_{suffix}"] = r["piecewise_vs_eager_off"]
+        if "speedup_cc" in r:  # measured under the GPU emulator
+            summary[f"speedup_vs_eager_{suffix}"] = r["speedup_cc"]
+            summary[f"ratio_vs_cc_off_{suffix}"] = r["cc_vs_off"]
+        source = (f"measured CC-off time + launches x ({LAUNCH_BASE_S * 1e6:.1f} us CC-off launch, ISPASS'25 "
+                  f"+ {cc.launch_extra_s * 1e6:.1f} us profile {cc.name}) + replays x "
+                  f"({REPLAY_BASE_S * 1e6:.1f} + {cc.graph_replay_extra_s * 1e6:.1f} us)")
+        model[f"speedup_vs_eager_{suffix}"] = modelled(r["model_speedup_cc"], source)
+        model[f"launches_eager_{suffix}"] = modelled(r["launches_eager"], "dispatch-mode count of ATen ops that "
+                                                      "reach a kernel (a launch proxy)")
+        model[f"launches_piecewise_{suffix}"] = modelled(r["launches_piecewise"], "dispatch-mode count outside "
+                                                          "replayed pieces (a launch proxy)")
+    model["captured_sizes"] = modelled(len(runner.buckets), "configuration: capture sizes")
+    model["pieces"] = modelled(runner.num_pieces, "the split of the tiny model at its attention ops")
     notes = [
-        f"CC arms: profile {cc.name!r} (+{cc.launch_extra_s * 1e6:.1f} us per eager launch, "
-        f"+{cc.graph_replay_extra_s * 1e6:.1f} us per graph replay)",
+        f"CC profile {cc.name!r}: +{cc.launch_extra_s * 1e6:.1f} us per eager launch, "
+        f"+{cc.graph_replay_extra_s * 1e6:.1f} us per graph replay",
         "launches = ATen ops that reach a kernel (dispatch-mode count); replays = piece graph replays",
         f"model: tiny Llama, {cfg.num_layers} layers, hidden {cfg.hidden_size}, float32; "
         f"{runner.num_pieces} pieces around {runner.num_split_ops} attention split ops; "
         f"{len(runner.buckets)} captured sizes up to {runner.buckets.max} in {capture_s:.1f}s",
         "max_abs_diff_vs_eager compares with eager at the real (unpadded) token count; against eager at "
         "the padded size the results are bitwise equal (tests/graphs)",
+        "summary: median [min-max] over paired samples; model_* columns and the model block are computed",
     ]
     if device == "cpu":
-        notes.append("SIMULATED: latency = measured CPU time of the eager forward (padded size for piecewise) "
-                     "+ launches x 4.9 us + replays x 4.9 us (CC-off host costs) + the profile's extras under "
-                     "CC; CPU compute is far slower than a GPU's, so the ratios understate what a GPU shows")
+        notes.append("SIMULATED (CPU): eager and piecewise are both timed as they run on this CPU (the runner's "
+                     "CPU path: padding, buffers, pieces); no CC is measured on CPU: the CC figures are the "
+                     "model (measured time + launch count x the profile's launch costs)")
     elif "charged" in modes:
-        notes.append("CC arms CHARGED, not emulated: cc_runtime.emulator.cuda was unavailable, so the CC "
-                     "latency is the CC-off latency + launches x launch_extra + replays x replay_extra")
+        notes.append("CC arms not measured: cc_runtime.emulator.cuda was unavailable; the CC figures are the "
+                     "model (measured CC-off time + launch count x the profile's costs)")
     else:
         notes.append("CC arms EMULATED on this GPU with cc_runtime.emulator.cuda.emulate")
+    columns = ["tokens", "bucket", "eager_off_us", "piecewise_off_us", "piecewise_vs_eager_off"]
+    if any("speedup_cc" in r for r in rows):
+        columns += ["eager_cc_us", "piecewise_cc_us", "speedup_cc", "cc_vs_off"]
+    columns += ["model_speedup_cc", "launches_eager", "launches_piecewise", "replays"]
     return BenchResult(
-        benchmark="prefill", summary=summary, rows=rows,
-        columns=["tokens", "bucket", "eager_off_us", "piecewise_off_us", "eager_cc_us", "piecewise_cc_us",
-                 "speedup_cc", "cc_vs_off", "launches_eager", "launches_piecewise", "replays"],
+        benchmark="prefill", summary=summary, model=model, rows=rows, columns=columns,
         notes=notes, environment={"latency_kind": kind},
         title=f"prefill: eager vs piecewise graphs, CC off vs {kind} CC ({cc.name}) [{kind}]")
 
 
-__all__ = ["DESCRIPTION", "add_arguments", "run"]
+__all__ = ["DESCRIPTION", "add_arguments", "paired_samples", "run"]

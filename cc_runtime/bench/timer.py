@@ -11,7 +11,11 @@
    ``ranking_accuracy`` (globaltimer) and ``ranking_accuracy_events``.
 
 On a CPU-only machine both parts run on a fake clock that stands in for the GPU and its %globaltimer
-register (and one wall-clock row times a CPU function): "simulated", and labelled so.
+register: "simulated", and labelled so. Those results are what the timing code computes on that clock,
+not device measurements, and their summary keys start with ``fake_clock_``; the fake timer's settings
+(granularity, stamp cost) go under ``model``. One wall-clock row times a real CPU function
+(``wall_clock_rel_diff_vs_perf_counter``). Agreement values are the worst kernel's per-trial relative
+difference, median [min-max] over trials.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .common import BenchContext, BenchResult, progress
+from .common import BenchContext, BenchResult, modelled, progress, spread
 
 DESCRIPTION = "%globaltimer vs CUDA events (GEMM 20 us..20 ms, eager+graph) and autotune ranking under corruption"
 
-COLUMNS = ["part", "kernel", "mode", "event_ms", "globaltimer_ms", "rel_diff", "peer_bound", "trials", "calls",
-           "accuracy"]
+COLUMNS = ["part", "kernel", "mode", "event_ms", "globaltimer_ms", "rel_diff", "rel_diff_trials", "peer_bound",
+           "trials", "calls", "accuracy"]
 MIN_SPAN_MS = 2.0
 RANK_TRIALS = 50
 
@@ -47,9 +51,12 @@ def peer_bound_ms(ev: list[float], gt: list[float]) -> float:
 
 
 def agreement_row(kernel: str, mode: str, ev: list[float], gt: list[float], calls: int) -> dict[str, Any]:
+    """Means over the trials, and ``rel_diff_trials``: |globaltimer - event| / event per interleaved trial."""
     ev_mean, gt_mean = statistics.fmean(ev), statistics.fmean(gt)
+    per_trial = [abs(g - e) / e for e, g in zip(ev, gt, strict=True) if e > 0]
     return {"part": "agreement", "kernel": kernel, "mode": mode, "event_ms": ev_mean, "globaltimer_ms": gt_mean,
             "rel_diff": abs(gt_mean - ev_mean) / ev_mean if ev_mean > 0 else math.nan,
+            "rel_diff_trials": spread(per_trial) if per_trial else None,
             "peer_bound": "ok" if abs(gt_mean - ev_mean) <= peer_bound_ms(ev, gt) else "FAIL",
             "trials": len(ev), "calls": calls}
 
@@ -190,7 +197,8 @@ def gpu_ranking(gt: Any, ev: Any, profile: Any, trials: int, seed: int) -> tuple
 
 # -- CPU (simulated) -------------------------------------------------------------------------------------
 SIM_KERNELS_MS = [0.02, 0.2, 2.0, 20.0]
-SIM_RANK_MS = {"a": 0.100, "b": 0.090, "c": 0.095, "d": 0.110}
+FAKE_GRANULARITY_NS = 32  # the fake %globaltimer's tick: H100's 32 ns (cc-facts.md), set, not measured
+FAKE_STAMP_NS = 1500  # what one fake stamp costs the fake device: set, not measured
 
 
 def _sim_agreement(trials: int, seed: int) -> list[dict[str, Any]]:
@@ -201,7 +209,7 @@ def _sim_agreement(trials: int, seed: int) -> list[dict[str, Any]]:
     for ms in SIM_KERNELS_MS:
         for mode in ("eager", "graph"):
             clock = FakeClock()
-            gt = FakeTimer(clock, granularity_ns=32, stamp_cost_ns=1500, name="fake_globaltimer")
+            gt = FakeTimer(clock, granularity_ns=FAKE_GRANULARITY_NS, stamp_cost_ns=FAKE_STAMP_NS, name="fake_globaltimer")
             ev = FakeTimer(clock, granularity_ns=500, corrupt=lambda x: x, name="fake_cuda_event")
             calls = max(1, min(200, math.ceil(MIN_SPAN_MS / ms)))
             launch_ns = 2000 if mode == "eager" else 0  # a graph replays without per-call launch gaps
@@ -211,7 +219,7 @@ def _sim_agreement(trials: int, seed: int) -> list[dict[str, Any]]:
                     clock.advance(ms * 1e6 * (1 + rng.uniform(-0.01, 0.01)) + launch_ns)
 
             e_ms, g_ms = interleaved((ev, gt), run, trials, calls, lambda: None)
-            rows.append(agreement_row(f"simulated {ms:g} ms kernel", mode, e_ms, g_ms, calls))
+            rows.append(agreement_row(f"fake clock: {ms:g} ms kernel", mode, e_ms, g_ms, calls))
     return rows
 
 
@@ -243,26 +251,19 @@ def _wall_row(trials: int) -> dict[str, Any]:
 def _sim_ranking(profile: Any, trials: int, seed: int) -> tuple[float, float]:
     from ..emulator.events import EventCorruption
     from ..timer import FakeClock, FakeTimer
-    from ..timer.ranking import accuracy, cc_style_time, event_style_time, pick
-
-    def configs(clock: Any, rng: random.Random) -> dict[str, Callable[[], None]]:
-        def make(ms: float) -> Callable[[], None]:
-            return lambda: clock.advance(ms * 1e6 * (1 + rng.uniform(-0.01, 0.01)))
-
-        return {k: make(v) for k, v in SIM_RANK_MS.items()}
+    from ..timer.ranking import FAKE_FASTEST, accuracy, cc_style_time, event_style_time, fake_configs, pick
 
     def event_trial(i: int) -> str:
         clock, rng = FakeClock(), random.Random(seed * 1000 + i)
         timer = FakeTimer(clock, corrupt=EventCorruption(profile, seed=seed * 1000 + i).corrupt)
-        return pick(configs(clock, rng), lambda fn: event_style_time(timer, fn))
+        return pick(fake_configs(clock, rng), lambda fn: event_style_time(timer, fn))
 
     def gt_trial(i: int) -> str:
         clock, rng = FakeClock(), random.Random(seed * 1000 + i)
-        timer = FakeTimer(clock, granularity_ns=32, stamp_cost_ns=1500)
-        return pick(configs(clock, rng), lambda fn: cc_style_time(timer, fn))
+        timer = FakeTimer(clock, granularity_ns=FAKE_GRANULARITY_NS, stamp_cost_ns=FAKE_STAMP_NS)
+        return pick(fake_configs(clock, rng), lambda fn: cc_style_time(timer, fn))
 
-    right = min(SIM_RANK_MS, key=lambda k: SIM_RANK_MS[k])
-    return accuracy(trials, gt_trial, right), accuracy(trials, event_trial, right)
+    return accuracy(trials, gt_trial, FAKE_FASTEST), accuracy(trials, event_trial, FAKE_FASTEST)
 
 
 # -- entry point ---------------------------------------------------------------------------------------
@@ -273,7 +274,8 @@ def run(ctx: BenchContext) -> BenchResult:
     trials = int(ctx.extra.get("trials") or (6 if ctx.quick else 12))
     rank_trials = int(ctx.extra.get("rank_trials") or RANK_TRIALS)
     notes: list[str] = []
-    summary: dict[str, float | int | None] = {}
+    summary: dict[str, Any] = {}
+    model: dict[str, Any] = {}
     if ctx.device == "cuda":
         import torch
 
@@ -292,21 +294,40 @@ def run(ctx: BenchContext) -> BenchResult:
         title = f"%globaltimer vs CUDA events on {torch.cuda.get_device_name()} (CC arms: emulated {ctx.emulate})"
         notes.append("agreement: CC off, real CUDA events; ranking: event readings corrupted by the CC emulator "
                      f"(profile {ctx.emulate}), globaltimer readings real")
-        summary.update(granularity_us=gt.granularity_ms * 1e3, stamp_overhead_us=gt.overhead_ms * 1e3)
+        summary.update(_agreement_summary(rows, "max_rel_diff_vs_events", "agreement"),
+                       ranking_accuracy=acc_gt, ranking_accuracy_events=acc_ev)
+        # Measured by the timer's self-test at construction (one measurement each).
+        summary.update(granularity_us=spread([gt.granularity_ms * 1e3]),
+                       stamp_overhead_us=spread([gt.overhead_ms * 1e3]))
     else:
         rows = _sim_agreement(trials, ctx.seed)
         rows.append(_wall_row(max(trials, 5)))
         acc_gt, acc_ev = _sim_ranking(profile, rank_trials, ctx.seed)
         title = "%globaltimer vs CUDA events: SIMULATED (fake clock stands in for the GPU and %globaltimer)"
         notes.append("simulated: no GPU; a fake clock stands in for the GPU and its %globaltimer register, "
-                     "fake events read the same clock; the wall-clock row times a CPU function")
-        summary.update(granularity_us=0.032, stamp_overhead_us=1.5)
-    rows.append({"part": "ranking", "kernel": f"{len(SIM_RANK_MS)} configs, min-keeping tuner",
+                     "fake events read the same clock (fake_clock_* keys: what the timing code computes on "
+                     "that clock, not a device measurement); the wall-clock row times a CPU function")
+        notes.append("fake-clock ranking: 4 configurations 2% apart, each run +-4% jitter and 10% of runs 30% "
+                     "slower (cc_runtime.timer.ranking.fake_configs)")
+        summary.update(_agreement_summary(rows, "fake_clock_max_rel_diff_vs_events", "agreement"),
+                       **_agreement_summary(rows, "wall_clock_rel_diff_vs_perf_counter", "agreement (wall clock)"),
+                       fake_clock_ranking_accuracy=acc_gt, fake_clock_ranking_accuracy_events=acc_ev)
+        model.update(granularity_us=modelled(FAKE_GRANULARITY_NS / 1e3, "fake timer setting (H100 %globaltimer "
+                                             "tick, cc-facts.md); a GPU run measures it"),
+                     stamp_overhead_us=modelled(FAKE_STAMP_NS / 1e3, "fake timer setting; a GPU run measures it"))
+    rows.append({"part": "ranking", "kernel": "4 configs, min-keeping tuner",
                  "mode": "globaltimer", "trials": rank_trials, "accuracy": acc_gt})
-    rows.append({"part": "ranking", "kernel": f"{len(SIM_RANK_MS)} configs, min-keeping tuner",
+    rows.append({"part": "ranking", "kernel": "4 configs, min-keeping tuner",
                  "mode": f"events + emulated CC ({ctx.emulate})", "trials": rank_trials, "accuracy": acc_ev})
-    agree = [r["rel_diff"] for r in rows if r.get("part") == "agreement" and isinstance(r.get("rel_diff"), float)]
-    summary = {"max_rel_diff_vs_events": max(agree) if agree else None, "ranking_accuracy": acc_gt,
-               "ranking_accuracy_events": acc_ev, "ranking_trials": rank_trials, "agreement_trials": trials,
-               **summary}
-    return BenchResult(benchmark="timer", summary=summary, rows=rows, columns=COLUMNS, notes=notes, title=title)
+    summary.update(ranking_trials=rank_trials, agreement_trials=trials)
+    return BenchResult(benchmark="timer", summary=summary, model=model, rows=rows, columns=COLUMNS, notes=notes,
+                       title=title)
+
+
+def _agreement_summary(rows: list[dict[str, Any]], key: str, part: str) -> dict[str, Any]:
+    """The worst kernel's (highest median) per-trial relative difference, with its spread."""
+    cands = [r for r in rows if r.get("part") == part and r.get("rel_diff_trials")]
+    if not cands:
+        return {key: None}
+    worst = max(cands, key=lambda r: r["rel_diff_trials"]["median"])
+    return {key: {**worst["rel_diff_trials"], "kernel": f"{worst['kernel']} ({worst['mode']})"}}

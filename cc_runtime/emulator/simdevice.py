@@ -11,11 +11,16 @@ exercise real overlap behaviour with real threads. Every number it produces is *
 - **Device memory** is ordinary CPU tensors that this device has registered as resident (a registry
   of weak references by ``id``: no wrapper class, so torch ops work on them unchanged inside launched
   work). ``empty``/``zeros``/``to_device`` create them, ``is_device(t)`` tells them apart.
-- **Copies** ``copy_(dst, src, stream, non_blocking)``: with a CC profile a host<->device copy is
-  host-synchronous as under real CC: the calling thread waits for everything already queued on the
-  stream, then pays ``OFF.copy_cost_s + profile.copy_cost_s`` (the CC-off copy plus the profile's
-  extra, the same model the GPU emulator follows) and copies. CC off: a ``non_blocking`` copy is
-  queued on the stream and returns at once; a blocking one is queued and waited for.
+- **Copies** ``copy_(dst, src, stream, non_blocking)`` cost ``profile.copy_cost_s(n, direction, pinned)``
+  in total (host tensors are pinned unless marked with ``mark_pageable``). With a CC profile a pinned
+  host<->device copy is host-synchronous as under real CC: the calling thread waits for everything
+  already queued on *its* stream (not other streams), then copies and pays the cost; pageable H2D
+  does the same when ``profile.pageable_h2d_blocking``, otherwise the caller pays the staging cost and
+  the copy is queued; with ``copies_serialize_across_streams`` copies run one at a time across streams
+  and threads. CC off: a ``non_blocking`` pinned copy is queued on the stream and returns at once; a
+  blocking one is queued and waited for; pageable D2H is always synchronous (as in CUDA).
+- **CC refusals**: ``host_register(t)`` and ``multicast_create()`` return 801 under a profile where
+  they fail (the GPU emulator's :mod:`.bindings` does the same to the CUDA bindings).
 - **Errors**: an exception raised by queued work is re-raised (as ``SimDeviceError`` from the original)
   by the next ``synchronize()`` of that stream or of the device, or ``synchronize()`` of an event
   recorded after it; later work on that stream is skipped until then (CUDA's sticky error), never hung.
@@ -36,201 +41,17 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .clock import wait_s
+from .clock import wait_s, wait_until
 from .events import EventCorruption
 from .profiles import OFF, Profile, load_profile
+from .simstream import SimDeviceError, SimEvent, SimGraph, SimStream
 
 log = logging.getLogger("cc_runtime.emulator")
 
+#: cudaErrorNotSupported / CUDA_ERROR_NOT_SUPPORTED.
+CUDA_ERROR_NOT_SUPPORTED = 801
+
 __all__ = ["SimDevice", "SimDeviceError", "SimEvent", "SimGraph", "SimStream"]
-
-
-class SimDeviceError(RuntimeError):
-    """Work queued on a simulated stream failed; ``__cause__`` is the original exception."""
-
-
-class _Item:
-    __slots__ = ("fn", "duration_s", "label", "seq")
-
-    def __init__(self, fn: Callable[[], Any] | None, duration_s: float, label: str, seq: int) -> None:
-        self.fn, self.duration_s, self.label, self.seq = fn, duration_s, label, seq
-
-
-class SimStream:
-    """An in-order queue executed by one background thread (like a CUDA stream)."""
-
-    def __init__(self, device: SimDevice, name: str, priority: int = 0) -> None:
-        self.device = device
-        self.name = name
-        self.priority = priority
-        self._cond = threading.Condition()
-        self._queue: collections.deque[_Item] = collections.deque()
-        self._submitted = 0
-        self._completed = 0
-        self._error: tuple[BaseException, str, int] | None = None  # (exception, label, seq)
-        self._skipped = 0
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"{device.name}/{name}", daemon=True)
-        self._thread.start()
-
-    def __repr__(self) -> str:
-        return f"<SimStream {self.device.name}/{self.name} queued={self._submitted - self._completed}>"
-
-    # -- submission ----------------------------------------------------------------------------
-    def _submit(self, fn: Callable[[], Any] | None, duration_s: float = 0.0, label: str = "work") -> int:
-        with self._cond:
-            if self._closed:
-                raise SimDeviceError(f"{self.device.name}: stream {self.name} is shut down")
-            self._submitted += 1
-            self._queue.append(_Item(fn, max(0.0, duration_s), label, self._submitted))
-            self._cond.notify_all()
-            return self._submitted
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue:
-                    return
-                item = self._queue.popleft()
-                failed = self._error is not None
-                if failed:
-                    self._skipped += 1  # under the lock: _raise_error resets it from another thread
-            if not failed:
-                try:
-                    wait_s(item.duration_s)
-                    if item.fn is not None:
-                        item.fn()
-                except BaseException as exc:  # noqa: BLE001 - handed to the next synchronize()
-                    with self._cond:
-                        self._error = (exc, item.label, item.seq)
-            with self._cond:
-                self._completed = item.seq
-                self._cond.notify_all()
-
-    # -- completion ----------------------------------------------------------------------------
-    def _wait_for(self, seq: int, timeout: float | None = None) -> None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._completed >= seq, timeout):
-                raise TimeoutError(f"{self.device.name}: stream {self.name} did not reach work #{seq} "
-                                   f"within {timeout} s")
-
-    def _raise_error(self, upto_seq: int | None = None) -> None:
-        with self._cond:
-            err = self._error
-            if err is None or (upto_seq is not None and err[2] > upto_seq):
-                return
-            self._error = None
-            skipped, self._skipped = self._skipped, 0
-        exc, label, seq = err
-        raise SimDeviceError(f"{self.device.name}: {label!r} (#{seq}) on stream {self.name} failed: "
-                             f"{type(exc).__name__}: {exc}; {skipped} later item(s) skipped") from exc
-
-    def synchronize(self, timeout: float | None = None) -> None:
-        """Wait for everything queued so far; re-raise a failure of queued work."""
-        with self._cond:
-            target = self._submitted
-        self._wait_for(target, timeout)
-        self._raise_error()
-
-    def query(self) -> bool:
-        with self._cond:
-            return self._completed >= self._submitted
-
-    def wait_event(self, event: SimEvent) -> None:
-        """Later work on this stream starts only after ``event`` has completed (host is not blocked)."""
-        rec = event._recorded
-        if rec is None or rec[0] is self:
-            return  # an unrecorded event counts as complete; same-stream order is already given
-        other, seq = rec
-        self._submit(lambda: other._wait_for(seq), 0.0, f"wait for event on {other.name}")
-
-    def wait_stream(self, other: SimStream) -> None:
-        ev = self.device.Event()
-        ev.record(other)
-        self.wait_event(ev)
-
-    def record_event(self, event: SimEvent | None = None) -> SimEvent:
-        event = event or self.device.Event()
-        event.record(self)
-        return event
-
-    def _close(self, timeout: float) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join(timeout)
-
-
-class SimEvent:
-    """A marker in a stream (like ``torch.cuda.Event``)."""
-
-    def __init__(self, device: SimDevice, enable_timing: bool = False, blocking: bool = False,
-                 interprocess: bool = False) -> None:
-        self.device = device
-        self.enable_timing = enable_timing
-        self._recorded: tuple[SimStream, int] | None = None
-        self._time: float | None = None
-
-    def record(self, stream: SimStream | None = None) -> None:
-        stream = stream or self.device.current_stream()
-
-        def mark() -> None:
-            self._time = time.perf_counter()
-
-        self._time = None
-        self._recorded = (stream, stream._submit(mark, 0.0, "event record"))
-
-    def query(self) -> bool:
-        if self._recorded is None:
-            return True
-        stream, seq = self._recorded
-        return stream._completed >= seq
-
-    def synchronize(self, timeout: float | None = None) -> None:
-        if self._recorded is None:
-            return
-        stream, seq = self._recorded
-        stream._wait_for(seq, timeout)
-        stream._raise_error(upto_seq=seq)
-
-    def wait(self, stream: SimStream | None = None) -> None:
-        (stream or self.device.current_stream()).wait_event(self)
-
-    def elapsed_time(self, end_event: SimEvent) -> float:
-        """Milliseconds between two completed timing events; corrupted under a CC profile."""
-        if not (self.enable_timing and end_event.enable_timing):
-            raise RuntimeError("Both events must be created with enable_timing=True")
-        if self._time is None or end_event._time is None:
-            raise RuntimeError("Both events must be recorded and completed before elapsed_time")
-        return self.device.event_corruption.corrupt((end_event._time - self._time) * 1e3)
-
-
-class SimGraph:
-    """A captured sequence of launches (like ``torch.cuda.CUDAGraph``): one replay queues every node as a
-    single item and costs the caller the profile's ``graph_replay_extra_s`` once, not a launch each."""
-
-    def __init__(self, device: SimDevice) -> None:
-        self.device = device
-        self._nodes: list[tuple[Callable[[], Any] | None, float, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._nodes)
-
-    def replay(self, stream: SimStream | None = None) -> None:
-        dev = self.device
-        nodes = list(self._nodes)
-
-        def run_all() -> None:
-            for fn, duration_s, _label in nodes:
-                wait_s(duration_s)
-                if fn is not None:
-                    fn()
-
-        wait_s(dev.profile.graph_replay_extra_s)
-        (stream or dev.current_stream())._submit(run_all, 0.0, f"graph replay ({len(nodes)} nodes)")
-        dev.stats["graph_replays"] += 1
 
 
 class SimDevice:
@@ -247,6 +68,8 @@ class SimDevice:
         # pass can run that callback on a thread that already holds it (inside Stream()/mark_device).
         self._lock = threading.RLock()
         self._resident: dict[int, weakref.ref[Any]] = {}
+        self._pageable: dict[int, weakref.ref[Any]] = {}
+        self._copy_lock = threading.Lock()
         self._local = threading.local()
         self._streams: list[SimStream] = []
         self.stats: collections.Counter[str] = collections.Counter()
@@ -354,7 +177,11 @@ class SimDevice:
         return getattr(self._local, "capturing", None) is not None
 
     def copy_(self, dst: Any, src: Any, stream: SimStream | None = None, non_blocking: bool = False) -> Any:
-        """``dst.copy_(src)`` between host tensors and device-resident ones, with CC semantics."""
+        """``dst.copy_(src)`` between host tensors and device-resident ones, with CC semantics.
+
+        The host side is pinned unless marked with :meth:`mark_pageable`. A copy's cost is the
+        profile's ``copy_cost_s`` in total (the host memcpy counts toward it)."""
+        entered = time.perf_counter()
         stream = stream or self.current_stream()
         direction = self.direction(dst, src)
         if direction != "h2h" and self.is_current_stream_capturing():
@@ -367,29 +194,117 @@ class SimDevice:
             dst.copy_(src)
             return dst
         if direction == "d2d":
-            cost = OFF.copy_cost_s(nbytes, "d2d") + (self.profile.d2d_extra_s if self.cc else 0.0)
-            stream._submit(lambda: dst.copy_(src), cost, "d2d copy")
+            if self.cc:
+                wait_s(self.profile.d2d_extra_s)  # CC's extra is paid by the issuing thread, as a launch's
+            stream._submit(lambda: dst.copy_(src), OFF.copy_cost_s(nbytes, "d2d"), "d2d copy")
             if not non_blocking:
                 stream.synchronize()
             return dst
-        if self.cc:
+        p = self.profile
+        pinned = self.is_pinned(src if direction == "h2d" else dst)
+        cost = p.copy_cost_s(nbytes, direction, pinned)
+        if not pinned:
+            self.stats[f"pageable_{direction}"] += 1
+        if self.cc and p.host_synchronous(direction, pinned):
             # Real CC: the bounce-buffer copy blocks the issuing thread until the stream's earlier
             # work and the copy itself are done; non_blocking changes nothing.
-            stream.synchronize()
-            wait_s(OFF.copy_cost_s(nbytes, direction) + self.profile.copy_cost_s(nbytes, direction))
-            dst.copy_(src)
+            start = entered
+            if not stream.query():
+                stream.synchronize()
+                start = time.perf_counter()
+            else:
+                stream._raise_error()
+            with self._channel(start) as box:
+                dst.copy_(src)
+                wait_until(box[0] + cost)
             return dst
-        if not non_blocking and stream.query():
+        if direction == "h2d" and not pinned and (self.cc or non_blocking):
+            # Pageable H2D that does not wait for the stream (CC off with non_blocking, or the CC
+            # reading where it is not host-synchronous): the caller stages the data and pays the
+            # copy's cost; the copy into device memory is queued behind the stream's earlier work.
+            staged = src.clone()
+            with self._channel(entered) as box:
+                wait_until(box[0] + cost)
+            stream._submit(lambda: dst.copy_(staged), 0.0, "pageable h2d copy")
+            self.stats["async_pageable_h2d"] += 1
+            return dst
+        blocking = not non_blocking or not pinned  # pageable D2H is synchronous in CUDA
+        if blocking and stream.query():
             # An idle stream and a blocking copy: copy inline, sparing a thread hand-off the real
             # device would not pay (order is kept: nothing is queued ahead of it).
             stream._raise_error()
-            wait_s(OFF.copy_cost_s(nbytes, direction))
             dst.copy_(src)
+            wait_until(entered + cost)
             return dst
-        stream._submit(lambda: dst.copy_(src), OFF.copy_cost_s(nbytes, direction), f"{direction} copy")
-        if not non_blocking:
+
+        def timed_copy() -> None:
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            wait_until(t0 + cost)
+
+        stream._submit(timed_copy, 0.0, f"{direction} copy")
+        if blocking:
             stream.synchronize()
         return dst
+
+    @contextlib.contextmanager
+    def _channel(self, start: float) -> Iterator[list[float]]:
+        """One host<->device copy at a time under CC when the profile says copies serialise across
+        streams (arXiv 2606.23969); yields ``[start]``, moved to when the channel was free."""
+        box = [start]
+        if not (self.cc and self.profile.copies_serialize_across_streams):
+            yield box
+            return
+        if not self._copy_lock.acquire(blocking=False):
+            self.stats["serialized_copies"] += 1
+            self._copy_lock.acquire()
+            box[0] = max(start, time.perf_counter())
+        try:
+            yield box
+        finally:
+            self._copy_lock.release()
+
+    # -- host memory and CC refusals -------------------------------------------------------------
+    def mark_pageable(self, tensor: Any) -> Any:
+        """Treat host ``tensor`` as pageable (unregistered) memory for copies; returns it.
+
+        Host tensors count as pinned unless marked (the simulated device's default since its first
+        version; CUDA's default is the other way round)."""
+        key = id(tensor)
+
+        def forget(_ref: Any, key: int = key) -> None:
+            with self._lock:
+                if self._pageable.get(key) is _ref:
+                    del self._pageable[key]
+
+        with self._lock:
+            self._pageable[key] = weakref.ref(tensor, forget)
+        return tensor
+
+    def pin_memory(self, tensor: Any) -> Any:
+        """Treat host ``tensor`` as pinned (``cudaHostAlloc``-like: allowed under CC too); returns it."""
+        with self._lock:
+            self._pageable.pop(id(tensor), None)
+        return tensor
+
+    def is_pinned(self, tensor: Any) -> bool:
+        ref = self._pageable.get(id(tensor))
+        return not (ref is not None and ref() is tensor)
+
+    def host_register(self, tensor: Any) -> int:
+        """Like ``cudaHostRegister``: 0, or 801 (not supported) under a profile where it fails under CC."""
+        if self.cc and self.profile.host_register_fails:
+            self.stats["host_register_refused"] += 1
+            return CUDA_ERROR_NOT_SUPPORTED
+        self.pin_memory(tensor)
+        return 0
+
+    def multicast_create(self, nbytes: int = 2 << 20) -> int:
+        """Like ``cuMulticastCreate``: 0, or CUDA_ERROR_NOT_SUPPORTED (801) when CC makes it unavailable."""
+        if self.cc and self.profile.multicast_unsupported:
+            self.stats["multicast_refused"] += 1
+            return CUDA_ERROR_NOT_SUPPORTED
+        return 0
 
     def direction(self, dst: Any, src: Any) -> str:
         return ("d" if self.is_device(src) else "h") + "2" + ("d" if self.is_device(dst) else "h")

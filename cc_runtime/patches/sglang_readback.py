@@ -142,7 +142,7 @@ class _Collector:
             return 0
         srcs = [s for s, _ in self.deferred]
         backend = _backend_of(srcs[0])
-        pin = self.non_blocking and srcs[0].device.type == "cuda"
+        pin = self.non_blocking and _pins_host_memory(srcs[0])
         try:
             hosts = read_coalesced(srcs, backend=backend, non_blocking=self.non_blocking, pin_memory=pin)
         except RuntimeError:
@@ -154,6 +154,11 @@ class _Collector:
             placeholder.set_(host)  # the placeholder the body stored now is a view of the host buffer
         n, self.deferred = len(self.deferred), []
         return n
+
+
+def _pins_host_memory(src: Any) -> bool:
+    """Whether a non-blocking readback of ``src`` goes to pinned host memory (CUDA devices only)."""
+    return bool(src.device.type == "cuda")
 
 
 _tls = threading.local()

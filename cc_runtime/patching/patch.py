@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..detect import CCState
+    from .evidence import Evidence
 
 log = logging.getLogger("cc_runtime.patching")
 
@@ -51,6 +52,18 @@ class Patch:
     upstream_has_it: Callable[[], str | None] | None = None
     when: Callable[[CCState], bool] = field(default=_cc_enabled)
     why: str = ""
+    #: Version-specific variants of one fix share a family (default: the target distribution). A patch
+    #: outside its range is "not applicable" when a family member covers the installed version, and
+    #: "skipped" (a strict-mode failure) when none does.
+    family: str | None = None
+    #: What the patch has been verified against (real upstream on CPU, GPU, CC hardware); None: the
+    #: project's record in :mod:`cc_runtime.patching.evidence`.
+    evidence: Evidence | None = None
+
+    def verified_by(self) -> Evidence:
+        from .evidence import evidence_for
+
+        return self.evidence if self.evidence is not None else evidence_for(self.name)
 
     def upstream_status(self) -> str:
         return f"{self.upstream}; fixed in {self.fixed_in}" if self.fixed_in else f"{self.upstream}; not fixed upstream"

@@ -139,10 +139,20 @@ class DeviceModuleBackend(_Counting):
         return self.module.stream(stream)  # type: ignore[no-any-return]
 
     def new_event(self) -> Any:
-        return self.module.Event()
+        # blocking=True: a thread that synchronizes on it sleeps in the driver (cudaEventBlockingSync)
+        # instead of spinning a CPU core for a whole forward pass, as a default event would.
+        try:
+            return self.module.Event(blocking=True)
+        except TypeError:  # a device module whose Event takes no ``blocking`` (a stand-in)
+            return self.module.Event()
 
     def synchronize_stream(self, stream: Any) -> None:
-        stream.synchronize()
+        # stream.synchronize() spins unless the context was made with cudaDeviceScheduleBlockingSync,
+        # which torch never asks for: wait on a blocking event recorded on the stream instead.
+        done = self.new_event()
+        with self.module.stream(stream):
+            done.record()
+        done.synchronize()
 
     def launch(self, fn: Callable[[], Any], cost_s: float = 0.0) -> None:
         fn()  # torch ops enqueue themselves on the current stream

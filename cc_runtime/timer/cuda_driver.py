@@ -41,6 +41,47 @@ def import_driver() -> ModuleType:
         raise ImportError("cuda-python is not installed (pip install cuda-python)") from exc
 
 
+def bindings_version() -> str | None:
+    """The installed cuda-python bindings' version (``cuda-bindings``, or ``cuda-python`` before the split)."""
+    import importlib.metadata
+
+    try:
+        from cuda import bindings
+
+        version = getattr(bindings, "__version__", None)
+        if version:
+            return str(version)
+    except ImportError:
+        pass
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def check_bindings_match_driver(drv: ModuleType, bindings: str | None) -> None:
+    """cuda-python N.x is built for CUDA N and needs a driver of that CUDA major version or newer.
+
+    With 13.x bindings on a 12.x driver calls fail in ways that do not say why; refuse up front with
+    the fix (the caller then falls back to the Triton stamp kernel).
+    """
+    if not bindings:
+        return
+    try:
+        major = int(bindings.split(".")[0])
+    except ValueError:
+        return
+    driver = int(_check(drv, drv.cuDriverGetVersion(), "cuDriverGetVersion"))
+    drv_major, drv_minor = driver // 1000, (driver % 1000) // 10
+    if major > drv_major:
+        raise DriverError(
+            f"cuda-python {bindings} is built for CUDA {major}, but this NVIDIA driver supports CUDA "
+            f"{drv_major}.{drv_minor}: install bindings that match it (pip install 'cuda-python>={drv_major},"
+            f"<{drv_major + 1}') or update the driver; the Triton stamp kernel is used instead")
+
+
 def _check(drv: ModuleType, result: Any, what: str) -> Any:
     """cuda-python returns ``(CUresult, *values)``; raise on an error code, return the value(s)."""
     if isinstance(result, tuple):
@@ -76,9 +117,17 @@ class DriverStampKernels:
     backend = "cuda-python"
 
     def __init__(self, device_index: int) -> None:
-        drv = self.drv = import_driver()
+        try:
+            drv = self.drv = import_driver()
+        except ImportError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. bindings for a newer CUDA than the driver
+            raise DriverError(f"cuda-python {bindings_version()} could not load the CUDA driver "
+                              f"({type(exc).__name__}: {exc}); its major version must not exceed the "
+                              "driver's CUDA version; the Triton stamp kernel is used instead") from exc
         self.device_index = device_index
         _check(drv, drv.cuInit(0), "cuInit")
+        check_bindings_match_driver(drv, bindings_version())
         # torch's streams belong to the device's primary context (the runtime API's), so the module is
         # loaded there and launched there, whichever context the calling thread has current.
         dev = _check(drv, drv.cuDeviceGet(device_index), "cuDeviceGet")

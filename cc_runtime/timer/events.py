@@ -323,6 +323,11 @@ def run_self_test(timer: Timer, small: int, large: int, granularity_ns: float | 
     # A kernel's first launch may compile it (Triton's JIT) or load it (CUDA lazy module loading): host
     # time that would land between e0 and e1 below and make the small workload look the larger.
     timer.spin(small)
+    # The stamp kernel too (Triton compiles it on first use): a first stamp inside the busy window below
+    # would put its compile time between stamps that must run back to back.
+    warm = timer.pairs(1)[0]
+    warm[0].record()
+    warm[1].record()
     timer.synchronize()
     chain = [timer.event() for _ in range(8)]
     empties = timer.pairs(empty_pairs)

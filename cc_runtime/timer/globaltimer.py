@@ -46,11 +46,24 @@ class GlobalTimer(StampArena):
         return stream
 
     def _write(self, slot: int, stream: Any) -> None:
-        torch = self._torch
-        if torch.cuda.is_current_stream_capturing():
+        target = self._stream(stream)
+        if self._capturing(target, explicit=stream is not None):
             raise RuntimeError("cc_runtime globaltimer events cannot be recorded inside a CUDA graph capture; "
                                "record them around graph.replay()")
-        self.kernels.stamp(self._buf, slot, self._stream(stream))
+        self.kernels.stamp(self._buf, slot, target)
+
+    def _capturing(self, stream: Any, explicit: bool) -> bool:
+        """Whether ``stream``, the one the stamp is launched on, is being captured.
+
+        torch only asks about the current stream, so an explicit stream is made current for the
+        question: a side stream under capture while the current one is not must refuse the stamp,
+        and a capture on the current stream must not refuse a stamp on another stream.
+        """
+        torch = self._torch
+        if not explicit:
+            return bool(torch.cuda.is_current_stream_capturing())
+        with torch.cuda.stream(stream):
+            return bool(torch.cuda.is_current_stream_capturing())
 
     def _read(self, lo: int, hi: int) -> list[int]:
         self._torch.cuda.synchronize(self.device_index)

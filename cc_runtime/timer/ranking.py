@@ -45,3 +45,30 @@ def accuracy(trials: int, run_trial: Callable[[int], str], right: str) -> float:
     if trials <= 0:
         return math.nan
     return sum(run_trial(i) == right for i in range(trials)) / trials
+
+
+# -- a fake GPU with realistic noise, for CPU tests and the CPU benchmark -------------------------------
+#: Four configurations 2% apart (the fastest is "b"): close enough that run-to-run noise matters.
+FAKE_RANK_MS = {"a": 0.100, "b": 0.098, "c": 0.102, "d": 0.104}
+FAKE_FASTEST = "b"
+#: Per-run noise of a fake kernel: +-4% jitter, and 10% of runs slowed by 30% (clock throttling,
+#: another process's kernel, a preempted launch), as real GPU timings show.
+FAKE_JITTER = 0.04
+FAKE_OUTLIER_P = 0.10
+FAKE_OUTLIER_SCALE = 1.30
+
+
+def fake_configs(clock: Any, rng: Any, true_ms: Mapping[str, float] = FAKE_RANK_MS) -> dict[str, Callable[[], None]]:
+    """Configurations that "run" on a :class:`~cc_runtime.timer.FakeClock` with :data:`FAKE_JITTER`
+    jitter and :data:`FAKE_OUTLIER_P` slow outliers (seeded by ``rng``, a ``random.Random``)."""
+
+    def make(ms: float) -> Callable[[], None]:
+        def run() -> None:
+            t = ms * (1 + rng.uniform(-FAKE_JITTER, FAKE_JITTER))
+            if rng.random() < FAKE_OUTLIER_P:
+                t *= FAKE_OUTLIER_SCALE
+            clock.advance(t * 1e6)
+
+        return run
+
+    return {name: make(ms) for name, ms in true_ms.items()}

@@ -1,12 +1,15 @@
-"""The CC emulator on a real CUDA GPU (``pytest -m gpu``; skipped without one).
+"""The CC emulator on a real CUDA GPU (``pytest -m gpu``; skipped without one, and skipped with the
+emulator's reason on a machine where real CC is on: emulating there would count CC twice).
 
-No stand-ins here: real CUDA streams, kernels, events, graphs and cudart. Order is asserted through
-CUDA events (an event recorded after a long kernel must be complete when the copy returns), never
-through durations.
+No stand-ins here: real CUDA streams, kernels, events, graphs, cudart and cuda-python. Order is
+asserted through CUDA events (an event recorded after a long kernel must be complete when the copy
+returns), never through durations.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import statistics
 import threading
 
@@ -24,9 +27,23 @@ pytestmark = [
 LONG_KERNEL_CYCLES = 200_000_000  # ~0.1 s on a 2 GHz SM clock: far longer than launching a copy
 
 
+@contextlib.contextmanager
+def emulate_or_skip(profile="h100", seed: int = 0):
+    """``ec.emulate`` that skips the test (with the emulator's reason) where emulation is refused."""
+    try:
+        cm = ec.emulate(profile, seed=seed)
+        emulator = cm.__enter__()
+    except ec.EmulationRefused as exc:
+        pytest.skip(f"emulation refused here: {exc}")
+    try:
+        yield emulator
+    finally:
+        cm.__exit__(None, None, None)
+
+
 @pytest.fixture
 def em():
-    with ec.emulate("h100", seed=11) as emulator:
+    with emulate_or_skip("h100", seed=11) as emulator:
         yield emulator
 
 
@@ -111,7 +128,7 @@ def test_graph_replay_charged_once_and_capture_untouched(em) -> None:
 @pytest.mark.timeout(60)
 def test_event_timings_corrupted_reproducibly() -> None:
     def corrupted(seed: int) -> tuple[list[int], bool]:
-        with ec.emulate("h100", seed=seed):
+        with emulate_or_skip("h100", seed=seed):
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
             torch.cuda._sleep(1_000_000)
@@ -130,7 +147,7 @@ def test_event_timings_corrupted_reproducibly() -> None:
 @pytest.mark.timeout(60)
 def test_host_register_fails_with_801_and_recovers() -> None:
     host = torch.empty(1 << 20, dtype=torch.uint8)
-    with ec.emulate("h100"):
+    with emulate_or_skip("h100"):
         rc = torch.cuda.cudart().cudaHostRegister(host.data_ptr(), host.numel(), 0)
         assert int(rc) == ec.CUDA_ERROR_NOT_SUPPORTED
         assert host.pin_memory().is_pinned()  # cudaHostAlloc stays allowed, as under real CC
@@ -145,7 +162,7 @@ def test_revert_restores_every_patched_object() -> None:
     before = ([torch.Tensor.__dict__.get(n) for n in names], torch.tensor, torch.as_tensor, torch.cuda.cudart,
               torch.cuda.Event.__dict__.get("elapsed_time"), torch.cuda.CUDAGraph.__dict__.get("replay"),
               threading.Thread.__dict__["_bootstrap_inner"], torch._C._len_torch_dispatch_stack())
-    with ec.emulate("b300"):
+    with emulate_or_skip("b300"):
         assert torch.Tensor.__dict__.get("to") is not None
     after = ([torch.Tensor.__dict__.get(n) for n in names], torch.tensor, torch.as_tensor, torch.cuda.cudart,
              torch.cuda.Event.__dict__.get("elapsed_time"), torch.cuda.CUDAGraph.__dict__.get("replay"),
@@ -155,11 +172,58 @@ def test_revert_restores_every_patched_object() -> None:
         assert a is b or a == b
 
 
-@pytest.mark.timeout(120)
-def test_bench_runs_on_cuda() -> None:
-    from cc_runtime.bench import emulator as bench
-    from cc_runtime.bench.common import BenchContext
+def test_bench_measures_the_emulated_profile_on_cuda(tmp_path) -> None:
+    import json
 
-    result = bench.run(BenchContext(quick=True, device="cuda", emulate="h100", extra={"reps": 3}))
-    assert result.summary["simulated"] == 0 and result.summary["max_rel_error_vs_model"] >= 0
-    assert {r["direction"] for r in result.rows} >= {"h2d", "d2h", "launch", "graph_replay"}
+    from cc_runtime import cli
+    from cc_runtime.detect import cc_state
+
+    if cc_state().real:
+        pytest.skip("real CC is on: the emulator refuses (the bench then measures the hardware)")
+    profile = tmp_path / "h100.json"
+    profile.write_text(json.dumps({"base": "h100", "name": "h100-copy"}))
+    out = tmp_path / "R.json"
+    assert cli.main(["bench", "emulator", "--device", "cuda", "--quick", "--against", str(profile),
+                     "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["environment"]["results"] == "emulated"
+    err = r["summary"]["max_rel_error_vs_profile"]
+    # A gross check only (the 10% goal is the GPU check's benchmark result, not a timed unit test):
+    # every switch recovered, and no parameter off by half.
+    assert all(row["rel_error"] == 0 for row in r["rows"] if isinstance(row["profile"], bool)), r["rows"]
+    assert err < 0.5, [row for row in r["rows"] if row["rel_error"] > 0.10]
+
+
+def test_pageable_h2d_switch_on_cuda() -> None:
+    for blocking in (True, False):
+        prof = dataclasses.replace(ec.Emulator("h100").profile, name="t", pageable_h2d_blocking=blocking)
+        with emulate_or_skip(prof) as em:
+            dev = torch.empty(1024, device="cuda")
+            pageable = torch.ones(1024)
+            torch.cuda.synchronize()
+            ev = _long_kernel_then_event()
+            dev.copy_(pageable, non_blocking=True)
+            assert ev.query() is blocking, f"pageable_h2d_blocking={blocking}"
+            assert em.stats["pageable_h2d"] == 1
+            torch.cuda.synchronize()
+
+
+def test_copies_serialise_across_streams_on_cuda(em) -> None:
+    from cc_runtime.calibrate import QUICK, CudaTarget
+    from cc_runtime.calibrate import measurements as m
+
+    got = m.serialization(CudaTarget(), QUICK)
+    assert got["serialized"], got
+    assert em.stats["serialized_copies"] > 0
+
+
+def test_cuda_python_host_register_and_multicast_refused(em) -> None:
+    runtime = pytest.importorskip("cuda.bindings.runtime")
+    driver = pytest.importorskip("cuda.bindings.driver")
+    host = torch.empty(1 << 20, dtype=torch.uint8)
+    err = runtime.cudaHostRegister(host.data_ptr(), host.numel(), 0)[0]
+    assert err == runtime.cudaError_t.cudaErrorNotSupported
+    assert driver.cuMemHostRegister(host.data_ptr(), host.numel(), 0)[0] == driver.CUresult.CUDA_ERROR_NOT_SUPPORTED
+    prop = driver.CUmulticastObjectProp()
+    flag = driver.CUmulticastGranularity_flags.CU_MULTICAST_GRANULARITY_RECOMMENDED
+    assert driver.cuMulticastGetGranularity(prop, flag)[0] == driver.CUresult.CUDA_ERROR_NOT_SUPPORTED

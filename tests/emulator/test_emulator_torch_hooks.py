@@ -265,14 +265,22 @@ def test_cc_off_profile_is_refused_and_no_cuda_build_is_explained() -> None:
 
 
 def test_charge_uses_the_profile_cost(monkeypatch) -> None:
-    charged: list[float] = []
-    monkeypatch.setattr(ec, "wait_s", charged.append)
-    busy_stream = types.SimpleNamespace(query=lambda: False, synchronize=lambda: None)  # no idle credit
+    from cc_runtime.emulator import charge
+
+    deadlines: list[float] = []
+    extras: list[float] = []
+    monkeypatch.setattr(charge.time, "perf_counter", lambda: 100.0)  # a frozen clock: deadlines are exact
+    monkeypatch.setattr(charge, "wait_until", deadlines.append)
+    monkeypatch.setattr(charge, "wait_s", extras.append)
+    busy_stream = types.SimpleNamespace(query=lambda: False, synchronize=lambda: None)
     em = ec.Emulator(load_profile("h100"), ec.StandInBackend(busy_stream))
     em.active = True
-    em.copy("h2d", 3_000_000, torch.device("meta"), lambda: None)
+    em.copy("h2d", 3_040_000, torch.device("meta"), lambda: None)
+    em.copy("d2h", 2_700_000, torch.device("meta"), lambda: None, pinned=False)
     em.copy("d2d", 10, torch.device("meta"), lambda: None)
-    assert charged == [pytest.approx(20e-6 + 1e-3), 5e-6]
+    assert deadlines == [pytest.approx(100.0 + 21.9e-6 + 1e-3), pytest.approx(100.0 + 46.9e-6 + 1e-3)]
+    assert extras == [pytest.approx(5.2e-6)]
+    assert em.stats["pageable_d2h"] == 1
 
 
 @pytest.mark.timeout(10)

@@ -26,7 +26,7 @@ def test_readme_blocks_hold_every_variable_and_patch():
 def test_render_fills_an_empty_block_and_rejects_a_missing_one():
     import pytest
 
-    empty = "a\n<!-- env-table:start -->\n<!-- env-table:end -->\n<!-- patch-table:start -->\n<!-- patch-table:end -->\n"
+    empty = "a\n" + "".join(f"<!-- {b}:start -->\n<!-- {b}:end -->\n" for b in docs.BLOCKS)
     filled = docs.render(empty)
     assert "`CC_RUNTIME_CC`" in filled and docs.render(filled) == filled
     with pytest.raises(ValueError, match="env-table"):

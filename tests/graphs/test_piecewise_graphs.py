@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cc_runtime.graphs import (
@@ -188,13 +188,23 @@ def test_decode_matches_full_prefill(model):
 
 @settings(max_examples=12, deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=20), min_size=1, max_size=4))
+@example([20, 20, 20, 20])  # 80 tokens: above the largest captured size (64), so the eager branch runs
+@example([7, 1])
 def test_random_batches_equal_padded_eager(model, runner, lens):
-    if sum(lens) > runner.buckets.max:
-        return
+    """Up to the largest captured size: bitwise equal to eager at the padded size, served from the
+    graphs; above it: the model's own eager forward at the real size, counted as an eager forward."""
     batch, ids, pos = make_batch(lens, CFG, seed=sum(lens))
+    graph0, eager0 = runner.stats.graph_forwards, runner.stats.eager_forwards
     with torch.no_grad(), batch.active():
         got = runner(ids, pos)
+    if sum(lens) > runner.buckets.max:
+        assert runner.bucket_for(sum(lens)) is None
+        with torch.no_grad(), batch.active():
+            assert torch.equal(got, model(ids, pos))
+        assert (runner.stats.graph_forwards, runner.stats.eager_forwards) == (graph0, eager0 + 1)
+        return
     assert torch.equal(got, _eager_padded(model, batch, ids, pos, runner.bucket_for(sum(lens))))
+    assert (runner.stats.graph_forwards, runner.stats.eager_forwards) == (graph0 + 1, eager0)
 
 
 # -- buffers, padding, addresses ------------------------------------------------------------------

@@ -359,3 +359,46 @@ def test_deactivate_restores_every_patched_object_and_stops_the_worker(sg, cuda,
     if worker is not None:
         assert worker.closed
     runtime._reset_for_tests()
+
+
+def test_refused_pinned_memory_falls_back_to_pageable_with_one_crossing(sg, cuda, monkeypatch, patched):
+    """Under CC pinning host memory can fail (cudaHostRegister error 801); the coalesced readback must
+    then use pageable memory: same values as upstream, still one crossing, error not surfaced.
+
+    Stand-in, and why: a CUDA tensor cannot exist on this CPU-only machine, so the patch is told the
+    sources are CUDA tensors (``_pins_host_memory``); the refusal itself is real: this machine's torch
+    raises RuntimeError for ``pin_memory=True`` (no driver), as pinning under CC can. SGLang 0.5.12
+    reads back with ``.to("cpu", non_blocking=True)``, so it asks for pinned memory and must fall back;
+    0.5.23 reads through ``async_d2h`` (deferred as a blocking copy), so it never asks.
+    """
+    from cc_runtime.patches import sglang_readback
+    from cc_runtime.readback import coalesce
+
+    reference = make_result(sg, cuda, 4, step=7)
+    runtime._reset_for_tests()
+    _unpatched_copy(sg, reference, cuda)
+    cc_runtime.activate(cc="1")
+    assert runtime.manager().records[PATCH_FOR[sg.version]].status == "applied"
+    pins: list[bool] = []
+    real_read = coalesce.read_coalesced
+
+    def recording_read(*args: Any, **kwargs: Any) -> Any:
+        pins.append(bool(kwargs.get("pin_memory")))
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(coalesce, "read_coalesced", recording_read)
+    monkeypatch.setattr(sglang_readback, "_pins_host_memory", lambda src: True)
+    with pytest.raises(RuntimeError):
+        torch.empty(8, dtype=torch.uint8, pin_memory=True)  # the refusal the fallback must absorb
+    s = _stub_scheduler(sg, cuda, monkeypatch)
+    result = make_result(sg, cuda, 4, step=7)
+    before = cuda.sim.stats["copies_d2h"]
+    _read_back(sg, s, result)
+    result.copy_done.synchronize()
+    assert cuda.sim.stats["copies_d2h"] - before == 1, "still one crossing"
+    assert pins == ([True, False] if sg.version == "0.5.12" else [False]), pins
+    want, got = _host_view(reference), _host_view(result)
+    for name in want:
+        if name != "hidden_states":
+            _assert_same_values(want[name], got[name], name)
+    assert not result.next_token_ids.is_pinned()

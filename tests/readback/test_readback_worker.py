@@ -364,3 +364,42 @@ def test_any_object_implementing_the_backend_protocol_is_used_as_is(sim_off):
     assert backend_for(backend) is backend
     with ReadbackWorker(backend) as worker:
         assert worker.backend is backend and worker.submit(lambda: 7).result == 7
+
+
+class _BlockingCheckModule(_RecordingModule):
+    """Records every event's ``blocking`` flag and refuses ``Stream.synchronize`` (it would spin on CUDA).
+
+    Stand-in for ``torch.cuda`` (no GPU here): torch.cuda.Event() without blocking=True, and
+    torch.cuda.Stream.synchronize() in a context without cudaDeviceScheduleBlockingSync, busy-wait a
+    CPU core; the worker waits for a whole forward pass every step, so it must only use blocking events.
+    """
+
+    def __init__(self, sim, device: int) -> None:
+        super().__init__(sim, device)
+        self.event_flags: list[bool] = []
+
+    def Stream(self, device=None):  # noqa: N802
+        stream = super().Stream(device)
+
+        def spin_sync(*_a, **_k):
+            raise AssertionError("Stream.synchronize() spins a CPU core on CUDA; wait on a blocking event")
+
+        stream.synchronize = spin_sync
+        return stream
+
+    def Event(self, blocking=False, **_kw):  # noqa: N802
+        self.event_flags.append(blocking)
+        return self.sim.Event()
+
+
+def test_worker_waits_for_the_device_only_on_blocking_events(sim_off):
+    import torch
+
+    module = _BlockingCheckModule(sim_off, device=0)
+    worker = ReadbackWorker(DeviceModuleBackend(module), name="blocking-worker")
+    src = sim_off.zeros((4,), dtype=torch.int64)
+    sim_off.launch(lambda: src.fill_(7), 0.001)
+    done = worker.submit(lambda: 7)
+    assert done.result == 7
+    worker.shutdown()
+    assert module.event_flags and all(module.event_flags), module.event_flags

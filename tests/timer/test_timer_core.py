@@ -299,6 +299,25 @@ class QueuedDevice(StampArena):
         self.host = max(self.host, self.free)
 
 
+def test_self_test_compiles_the_stamp_kernel_before_the_busy_window():
+    """Triton compiles the stamp kernel at its first launch (seconds of host time). Were that inside
+    the busy window, the device would go idle and the empty intervals would measure the host's launch
+    gap (8 us) instead of a stamp's device cost (1 us)."""
+
+    class CompilesOnFirstStamp(QueuedDevice):
+        compiled = False
+
+        def _write(self, slot, stream):
+            if not self.compiled:
+                self.compiled = True
+                self.host += 2_000_000_000  # 2 s of JIT on the host before the first stamp launches
+            super()._write(slot, stream)
+
+    res = run_self_test(CompilesOnFirstStamp(gap_ns=8000, stamp_ns=1000), 20_000, 200_000)
+    assert res.ok, res.reasons
+    assert res.overhead_ms == pytest.approx(0.001)
+
+
 def test_self_test_overhead_is_a_stamps_device_cost_not_the_launch_gap():
     """Launching from Python takes longer than a stamp runs: back-to-back records on an idle device
     would measure the host's 8 us gap; the self-test keeps the device busy and measures the 1 us."""

@@ -51,8 +51,13 @@ class FakeDriver(types.SimpleNamespace):
         self.CUstream = _Handle
         self.CUresult = CUresult
 
+    driver_version = 13000  # what cuDriverGetVersion reports (CUDA 13.0)
+
     def cuInit(self, flags):
         return (CUresult.CUDA_SUCCESS,)
+
+    def cuDriverGetVersion(self):
+        return (CUresult.CUDA_SUCCESS, self.driver_version)
 
     def cuGetErrorString(self, err):
         return (CUresult.CUDA_SUCCESS, b"fake error")
@@ -173,3 +178,65 @@ def test_globaltimer_over_the_driver_path_self_tests_and_measures(monkeypatch, c
     r = measure(clock.work(0.3), warmup=1, rep=10, timer=timer, flush_l2=False)
     assert r.median == pytest.approx(0.3, abs=1e-6)
     assert r.readbacks == 2
+
+
+def test_bindings_newer_than_the_driver_are_refused_with_the_fix(monkeypatch, cpu_streams):
+    """cuda-python 13.x on a CUDA 12.4 driver: a clear error naming the fix (select then uses Triton)."""
+    drv = FakeDriver(FakeClock())
+    drv.driver_version = 12040
+    monkeypatch.setattr(cd, "import_driver", lambda: drv)
+    monkeypatch.setattr(cd, "bindings_version", lambda: "13.0.1")
+    with pytest.raises(cd.DriverError, match=r"cuda-python 13\.0\.1 .* CUDA 12\.4.*cuda-python>=12,<13.*Triton"):
+        cd.DriverStampKernels(0)
+    assert drv.loaded == [], "refused before loading anything"
+    monkeypatch.setattr(cd, "bindings_version", lambda: "12.9.0")  # matched: accepted
+    cd.DriverStampKernels(0)
+    drv.driver_version = 13020  # a newer driver runs older bindings
+    cd.DriverStampKernels(0)
+
+
+def test_the_installed_bindings_version_is_found():
+    pytest.importorskip("cuda.bindings")
+    version = cd.bindings_version()
+    assert version and version.split(".")[0].isdigit()
+
+
+def test_capture_is_checked_on_the_stream_the_stamp_is_launched_on(monkeypatch, cpu_streams):
+    """A side stream under capture refuses the stamp though the current stream is not capturing; a
+    capture on the current stream does not refuse a stamp launched on another stream."""
+    import contextlib
+
+    clock = FakeClock()
+    drv = FakeDriver(clock)
+    monkeypatch.setattr(cd, "import_driver", lambda: drv)
+    timer = build_globaltimer(0, cd.DriverStampKernels(0), buffer_device="cpu")
+    side = types.SimpleNamespace(cuda_stream=0x51DE)
+    state = {"current": cpu_streams, "capturing": side}
+
+    @contextlib.contextmanager
+    def stream_ctx(s):
+        prev, state["current"] = state["current"], s
+        try:
+            yield s
+        finally:
+            state["current"] = prev
+
+    monkeypatch.setattr(torch.cuda, "stream", stream_ctx)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: state["current"] is state["capturing"])
+    with pytest.raises(RuntimeError, match="CUDA graph capture"):
+        timer.event().record(side)
+    state["capturing"] = cpu_streams  # now the current stream captures; the stamp goes to the side stream
+    timer.event().record(side)
+    assert drv.launches[-1][:2] == ("cc_globaltimer_stamp", 0x51DE)
+    with pytest.raises(RuntimeError, match="CUDA graph capture"):
+        timer.event().record()  # on the current (capturing) stream
+
+
+def test_bindings_that_cannot_load_the_driver_say_so(monkeypatch):
+    def broken_import():
+        raise RuntimeError("Function cuGetProcAddress_v2 not found")  # what mismatched bindings raise
+
+    monkeypatch.setattr(cd, "import_driver", broken_import)
+    monkeypatch.setattr(cd, "bindings_version", lambda: "13.0.1")
+    with pytest.raises(cd.DriverError, match=r"cuda-python 13\.0\.1 could not load the CUDA driver.*Triton"):
+        cd.DriverStampKernels(0)

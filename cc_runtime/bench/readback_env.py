@@ -1,0 +1,181 @@
+"""The device side of ``cc-runtime bench readback``: one decode step and its readback, per platform.
+
+On CPU the emulator's simulated device (CPU threads with CC's blocking copies and costs); on a GPU
+real matmuls, with CC from ``cc_runtime.emulator.cuda.emulate`` unless the GPU is in real CC mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from .common import BenchContext
+
+TOPK = 5
+
+
+class Env:
+    """One arm on one device: allocate outputs, run a step, start a readback, count crossings."""
+
+    worker: Any = None
+
+    def outputs(self, bs: int) -> list[Any]:
+        raise NotImplementedError
+
+    def forward(self, outs: list[Any], step: int) -> None:
+        raise NotImplementedError
+
+    def forward_stream(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def inline_readback(self, outs: list[Any]) -> tuple[list[Any], Any]:
+        raise NotImplementedError
+
+    def transfers(self) -> int:
+        raise NotImplementedError
+
+
+class _SimEnv(Env):
+    def __init__(self, sim: Any, step_s: float) -> None:
+        self.sim = sim
+        self.step_s = step_s
+        self.fwd = sim.Stream(name="forward")
+
+    def outputs(self, bs: int) -> list[Any]:
+        import torch
+
+        return [self.sim.zeros((bs,), dtype=torch.int64), self.sim.zeros((bs,), dtype=torch.float32),
+                self.sim.zeros((bs, TOPK), dtype=torch.float32), self.sim.zeros((bs, TOPK), dtype=torch.int64)]
+
+    def forward(self, outs: list[Any], step: int) -> None:
+        def kernel() -> None:
+            outs[0].fill_(step)
+            outs[1].fill_(-0.25)
+            outs[2].fill_(-1.5)
+            outs[3].fill_(step)
+
+        self.sim.launch(kernel, self.step_s, label="decode step")
+
+    def forward_stream(self) -> contextlib.AbstractContextManager[Any]:
+        return self.sim.stream(self.fwd)  # type: ignore[no-any-return]
+
+    def inline_readback(self, outs: list[Any]) -> tuple[list[Any], Any]:
+        import torch
+
+        hosts = [torch.empty_like(t) for t in outs]
+        for h, t in zip(hosts, outs, strict=True):
+            self.sim.copy_(h, t, non_blocking=True)  # upstream: .to("cpu", non_blocking=True)
+        done = self.sim.Event()
+        done.record()
+        return hosts, done
+
+    def transfers(self) -> int:
+        return int(self.sim.stats["copies_d2h"])
+
+
+class _CudaEnv(Env):
+    def __init__(self, step_s: float, mm_reps: dict[float, int]) -> None:
+        import torch
+
+        self.torch = torch
+        self.fwd = torch.cuda.Stream()
+        n = 2048
+        self.a = torch.randn(n, n, device="cuda")
+        self.b = torch.randn(n, n, device="cuda") / n
+        self.c = torch.empty(n, n, device="cuda")
+        if step_s not in mm_reps:
+            mm_reps[step_s] = self._calibrate(step_s)
+        self.reps = mm_reps[step_s]
+        self._inline = 0
+
+    def _calibrate(self, step_s: float) -> int:
+        torch = self.torch
+        torch.mm(self.a, self.b, out=self.c)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(20):
+            torch.mm(self.a, self.b, out=self.c)
+        torch.cuda.synchronize()
+        per = (time.perf_counter() - t0) / 20
+        return max(1, round(step_s / per))
+
+    def outputs(self, bs: int) -> list[Any]:
+        torch = self.torch
+        outs = [torch.zeros(bs, dtype=torch.int64, device="cuda"), torch.zeros(bs, device="cuda"),
+                torch.zeros(bs, TOPK, device="cuda"), torch.zeros(bs, TOPK, dtype=torch.int64, device="cuda")]
+        torch.cuda.synchronize()  # zeroed on the default stream; the forward stream writes them next
+        return outs
+
+    def forward(self, outs: list[Any], step: int) -> None:
+        torch = self.torch
+        for _ in range(self.reps):
+            torch.mm(self.a, self.b, out=self.c)
+        bs = outs[0].shape[0]
+        vals, idx = torch.topk(self.c[:bs, :64], TOPK, dim=-1)
+        outs[2].copy_(vals)
+        outs[3].copy_(idx)
+        outs[1].copy_(vals[:, 0])
+        outs[0].fill_(step)  # the value the host checks: written last, on the forward stream
+
+    def forward_stream(self) -> contextlib.AbstractContextManager[Any]:
+        return self.torch.cuda.stream(self.fwd)  # type: ignore[no-any-return]
+
+    def inline_readback(self, outs: list[Any]) -> tuple[list[Any], Any]:
+        hosts = [t.to("cpu", non_blocking=True) for t in outs]
+        self._inline += len(outs)
+        # Upstream uses a default (spinning) event; every arm here waits on a blocking one, so the
+        # scheduler's CPU time per step compares the readback paths, not two ways of waiting.
+        done = self.torch.cuda.Event(blocking=True)
+        done.record()
+        return hosts, done
+
+    def transfers(self) -> int:
+        return self._inline + (self.worker.backend.transfers if self.worker is not None else 0)
+
+
+@contextlib.contextmanager
+def arm_env(ctx: BenchContext, arm: str, step_s: float, mm_reps: dict[float, int]) -> Iterator[Env]:
+    """The device for one arm: CC off, or CC (emulated on a GPU, simulated on CPU); a worker for cc_runtime."""
+    from ..readback import ReadbackWorker
+
+    if ctx.device == "cuda":
+        from ..emulator import cuda as emu
+
+        # Under real CC there is nothing to emulate (and no CC-off arm): the GPU is measured as it is.
+        cm: contextlib.AbstractContextManager[Any] = (
+            contextlib.nullcontext() if arm == "cc_off" or real_cc(ctx)
+            else emu.emulate(ctx.emulate, seed=ctx.seed))
+        with cm:
+            env: Env = _CudaEnv(step_s, mm_reps)
+            if arm == "cc_runtime":  # started inside emulation so its thread pays CC launch costs too
+                env.worker = ReadbackWorker("cuda")
+            try:
+                yield env
+            finally:
+                if env.worker is not None:
+                    env.worker.shutdown()
+                import torch
+
+                torch.cuda.synchronize()
+        return
+    from ..emulator import SimDevice
+
+    with SimDevice(None if arm == "cc_off" else ctx.emulate, name=f"sim-{arm}", seed=ctx.seed) as sim:
+        env = _SimEnv(sim, step_s)
+        if arm == "cc_runtime":
+            env.worker = ReadbackWorker(sim)
+        try:
+            yield env
+        finally:
+            if env.worker is not None:
+                env.worker.shutdown()
+
+
+def real_cc(ctx: BenchContext) -> bool:
+    from ..detect import cc_state
+
+    return ctx.device == "cuda" and cc_state().real
+
+
