@@ -7,9 +7,9 @@ forward stream while step N-1 may still run), its readback, then the results of 
 (128-8192 tokens; inputs: token ids, positions, KV slots per token, and per-request sequence / prefix /
 extend lengths and pool indices). Arms, all in one run:
 
-* ``cc_off``: no CC; inputs as plain non_blocking copies on the forward stream, inline readback.
-* ``cc_upstream``: CC as SGLang leaves it: each input a pageable copy on the forward stream (so it
-  waits for the forward queued before it), inline readback (waits for the step just queued).
+* ``cc_off``: no CC; inputs as pinned non_blocking copies on the forward stream, inline readback.
+* ``cc_upstream``: CC as SGLang 0.5.23 leaves it: each input a pageable copy on the forward stream (so
+  it waits for the forward queued before it), inline readback (waits for the step just queued).
 * ``cc_readback``: CC with cc_runtime's readback worker only (inputs still inline).
 * ``cc_runtime``: CC with the readback worker and :class:`~cc_runtime.staging.H2DStager` (one packed
   crossing on an idle side stream; the forward stream waits on its event).
@@ -113,7 +113,10 @@ class _Sim:
         return [self.sim.zeros((bs,), dtype=torch.int64), self.sim.zeros((bs,), dtype=torch.float32),
                 self.sim.zeros((bs, TOPK), dtype=torch.float32), self.sim.zeros((bs, TOPK), dtype=torch.int64)]
 
-    def inline_inputs(self, hosts: list[Any]) -> list[Any]:
+    def inline_inputs(self, hosts: list[Any], pinned: bool) -> list[Any]:
+        if not pinned:  # SGLang 0.5.23 turns pinning off under CC
+            for h in hosts:
+                self.sim.mark_pageable(h)
         return [self.sim.to_device(h, non_blocking=True) for h in hosts]  # upstream: .to(dev, non_blocking)
 
     def forward(self, inputs: list[Any], outs: list[Any], step: int, device_s: float, errors: list[int]) -> None:
@@ -179,8 +182,10 @@ class _Cuda:
         torch.cuda.synchronize()
         return outs
 
-    def inline_inputs(self, hosts: list[Any]) -> list[Any]:
+    def inline_inputs(self, hosts: list[Any], pinned: bool) -> list[Any]:
         self.h2d += len(hosts)
+        if pinned:  # CC off, SGLang stages inputs in pinned memory
+            hosts = [h.pin_memory() for h in hosts]
         return [h.to("cuda", non_blocking=True) for h in hosts]
 
     def forward(self, inputs: list[Any], outs: list[Any], step: int, device_s: float, errors: list[int]) -> None:
@@ -262,7 +267,7 @@ def _consume(handle: tuple[int, Any]) -> int:
 
 
 def _run_loop(dev: Any, worker: Any, stager: Any, loop: str, size: int, cfg: Config,
-              hostwork: Any) -> dict[str, float]:
+              hostwork: Any, pinned_inputs: bool = False) -> dict[str, float]:
     """One measured run: steps/s, crossings per step, scheduler-thread CPU per step, errors."""
     _, bs = step_inputs(loop, size, 0)
     ring = [dev.outputs(bs) for _ in range(4)]
@@ -287,7 +292,7 @@ def _run_loop(dev: Any, worker: Any, stager: Any, loop: str, size: int, cfg: Con
             if stager is not None:
                 inputs = stager.stage(hosts).tensors()  # forward stream waits; one D2D
             else:
-                inputs = dev.inline_inputs(hosts)
+                inputs = dev.inline_inputs(hosts, pinned=pinned_inputs)
             dev.forward(inputs, outs, step, device_s, bad_inputs)
             rb: Any = worker.submit_coalesced(outs) if worker is not None else dev.inline_readback(outs)
         if prev is not None:
@@ -317,7 +322,8 @@ def run(ctx: BenchContext) -> BenchResult:
     work = [(loop, size, rep, arm) for loop, size in cells for rep in range(cfg.reps) for arm in ARMS]
     for loop, size, _rep, arm in progress(work, desc="step", total=len(work)):
         with _arm(ctx, arm, mm_reps) as (dev, worker, stager):
-            runs.setdefault((loop, size, arm), []).append(_run_loop(dev, worker, stager, loop, size, cfg, hostwork))
+            runs.setdefault((loop, size, arm), []).append(
+                _run_loop(dev, worker, stager, loop, size, cfg, hostwork, pinned_inputs=arm == "cc_off"))
 
     def med(loop: str, size: int, arm: str, key: str) -> float:
         return float(spread(r[key] for r in runs[(loop, size, arm)])["median"])

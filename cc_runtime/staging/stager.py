@@ -206,6 +206,8 @@ class H2DStager:
         # synchronous on CUDA anyway). The host buffer is reused only after its copy's event completes.
         self._non_blocking = non_blocking
         self._seq = 0
+        self._pad: Any = None
+        self._layouts: dict[tuple[Any, ...], Layout] = {}  # a step's shapes repeat: plan once per shape set
         self.staged = 0
         self.passed_through = 0
 
@@ -220,7 +222,7 @@ class H2DStager:
             passthrough = self.should_pass_through(hosts)
         if passthrough:
             return self._plain(hosts)
-        return self.stage_layout(hosts, plan(hosts))
+        return self.stage_layout(hosts, self._plan(hosts))
 
     def copy(self, items: Sequence[Any], dtypes: Sequence[Any] | Any = None) -> list[torch.Tensor]:
         """``stage(...).tensors()``: device copies of ``items``, usable on the current stream."""
@@ -240,7 +242,9 @@ class H2DStager:
             seq, self._seq = self._seq, self._seq + 1
             slot = self._acquire(layout.nbytes)
             n = layout.nbytes
-            pieces = byte_pieces(hosts, layout, torch.empty(ALIGN, dtype=torch.uint8))
+            if self._pad is None:
+                self._pad = torch.empty(ALIGN, dtype=torch.uint8)  # gap bytes: never read
+            pieces = byte_pieces(hosts, layout, self._pad)
             if pieces:
                 torch.cat(pieces, out=slot.host[:n])
             non_blocking = slot.pinned if self._non_blocking is None else self._non_blocking
@@ -263,6 +267,15 @@ class H2DStager:
             slot.copied = ready
             self.staged += 1
         return StagedInputs(self, slot, layout, ready, error=error, seq=seq)
+
+    def _plan(self, hosts: Sequence[torch.Tensor]) -> Layout:
+        key = tuple((h.dtype, tuple(h.shape)) for h in hosts)
+        layout = self._layouts.get(key)
+        if layout is None:
+            if len(self._layouts) >= 256:  # batch sizes vary: keep the cache bounded
+                self._layouts.clear()
+            layout = self._layouts[key] = plan(hosts)
+        return layout
 
     @property
     def slots(self) -> int:
