@@ -12,7 +12,8 @@ extend lengths and pool indices). Arms, all in one run:
   it waits for the forward queued before it), inline readback (waits for the step just queued).
 * ``cc_readback``: CC with cc_runtime's readback worker only (inputs still inline).
 * ``cc_runtime``: CC with the readback worker and :class:`~cc_runtime.staging.H2DStager` (one packed
-  crossing on an idle side stream; the forward stream waits on its event).
+  crossing on an idle side stream; the forward stream waits on its event and reads the staging slot in
+  place, released after the forward that reads it; SGLang's builders use the D2D form instead).
 
 Every forward checks on the device that each input holds the value written for its step, and every
 read-back token id is checked (``input_errors`` / ``readback_errors`` must be 0). On CPU everything runs
@@ -289,11 +290,17 @@ def _run_loop(dev: Any, worker: Any, stager: Any, loop: str, size: int, cfg: Con
         hosts, _ = step_inputs(loop, size, step)
         outs = ring[step % len(ring)]
         with dev.stream():
+            staged = None
             if stager is not None:
-                inputs = stager.stage(hosts).tensors()  # forward stream waits; one D2D
+                # The forward stream waits for the one crossing and reads the slot in place; the slot
+                # is released once the forward that reads it is queued (inputs used by this step only).
+                staged = stager.stage(hosts)
+                inputs = staged.views()
             else:
                 inputs = dev.inline_inputs(hosts, pinned=pinned_inputs)
             dev.forward(inputs, outs, step, device_s, bad_inputs)
+            if staged is not None:
+                staged.release()
             rb: Any = worker.submit_coalesced(outs) if worker is not None else dev.inline_readback(outs)
         if prev is not None:
             readback_errors += _consume(prev)
