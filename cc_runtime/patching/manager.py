@@ -51,6 +51,7 @@ class PatchRecord:
             "upstream": p.upstream_status(),
             "upstream_pr": p.upstream,
             "fixed_in": p.fixed_in,
+            "opt_in": p.opt_in,
         }
 
 
@@ -106,6 +107,8 @@ class PatchManager:
             return f"CC off ({state.reason})"
         if not settings.patch_allowed(rec.patch.name):
             return "not in CC_RUNTIME_PATCHES"
+        if rec.patch.opt_in and (settings.patches is None or rec.patch.name not in settings.patches):
+            return "opt-in: applies only when named in CC_RUNTIME_PATCHES"
         if not rec.patch.when(state):
             return f"not wanted for CC state {state.label}"
         return None
