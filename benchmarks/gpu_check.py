@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(_step("gpu-tests", [py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
                                          f"--junitxml={out / 'gpu_tests.xml'}", "tests"],
                            left(180), out / "gpu_tests.log"))
+        # HiCache host KV pool allocation under CC (cudaHostAlloc instead of cudaHostRegister), on its own line.
+        steps.append(_step("gpu-hicache-host-pool", [py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
+                                                     "-k", "hicache", "tests/readback/test_cc_patches_gpu.py"],
+                           left(60), out / "gpu_hicache_host_pool.log"))
     only = [b for b in args.only.split(",") if b] or list(BENCHMARKS)
     for name in only:
         if time.monotonic() > deadline - 15:

@@ -86,7 +86,12 @@ def _holder_slots(holder: Any) -> list[_Slot]:
 
     if hasattr(holder, "map_device_tensors"):  # 0.5.2x: the holder names its own device tensors
         found: list[Any] = []
-        holder.map_device_tensors(lambda t: (found.append(t), t)[1])
+
+        def collect(t: Any) -> Any:
+            found.append(t)
+            return t  # unchanged: this pass only lists the holder's device tensors
+
+        holder.map_device_tensors(collect)
         views: dict[int, Any] = {}
 
         def finish() -> None:
