@@ -161,3 +161,37 @@ def test_without_a_bound_forward_stream_results_stay_inline(sg, cuda, monkeypatc
     assert not _is_host_done(result.copy_done)  # upstream's inline copy, as before
     result.copy_done.synchronize()
     assert torch.equal(result.logits_output.hidden_states, want)
+
+
+def test_capture_holders_are_snapshotted_through_their_own_device_tensor_list(sg, cuda, monkeypatch):
+    """The 0.5.13 - 0.5.22 path for holders that name their device tensors (``map_device_tensors``):
+    the real 0.5.23 classes have that method; 0.5.12's (plain dataclasses) are covered above."""
+    if sg.version == "0.5.12":
+        pytest.skip("0.5.12's capture holders have no map_device_tensors")
+    from sglang.srt.eplb.expert_distribution import ExpertDistributionMetrics
+    from sglang.srt.state_capturer.base import TopkCaptureOutput
+
+    from cc_runtime.patches import sglang_readback
+    from cc_runtime.patches import sglang_readback_snapshot as snap
+    from cc_runtime.readback.backend import SimDeviceBackend
+
+    d = cuda.sim.mark_device
+    capture = TopkCaptureOutput(out_cache_loc=d(torch.arange(6)), topk=d(torch.ones(6, 2, dtype=torch.int32)),
+                                host_cache=None)
+    metrics = ExpertDistributionMetrics(forward_pass_id=1, eplb_balancedness=d(torch.tensor([0.5])),
+                                        gpu_physical_count_sum=None, reset_server_log_history=False)
+    result = SimpleNamespace(logits_output=None, routed_experts_output=capture, indexer_topk_output=None,
+                             expert_distribution_metrics=metrics)
+    originals = [capture.out_cache_loc, capture.topk, metrics.eplb_balancedness]
+    monkeypatch.setattr(sglang_readback.STATE, "backend", SimDeviceBackend(cuda.sim))
+    stream = cuda.sim.Stream(name="forward")
+    with cuda.sim.stream(stream):
+        assert snap.snapshot(result, hidden=False, holders=True) == 3
+    stream.synchronize()
+    now = [capture.out_cache_loc, capture.topk, metrics.eplb_balancedness]
+    for before, after in zip(originals, now, strict=True):
+        assert after is not before and cuda.sim.is_device(after) and torch.equal(after, before)
+    for t in originals:
+        t.zero_()  # the next replay rewrites the capture buffers
+    assert now[1].eq(1).all() and now[2].item() == 0.5 and now[0].tolist() == list(range(6))
+    assert metrics.gpu_physical_count_sum is None
