@@ -22,7 +22,9 @@ How (two patches, every change through PatchContext, so ``cc_runtime.deactivate(
   pinnable memory): then the allocator's pageable buffer is used unregistered, which the ``direct``
   backend copies correctly (torch copies stage pageable memory; under CC every copy goes through the
   bounce buffer anyway). Either way ``cudaHostRegister`` is never called, SGLang's ``destroy()`` does not
-  unregister our buffers, and one log line says which allocation was made and why.
+  unregister our buffers, 0.5.2x's ``make_kernel_ptr_table`` asks no device alias for them (sgl_kernel's
+  accessor fails on unmapped memory; only the kernel backend reads those tables), and one log line says
+  which allocation was made and why.
 * ``sglang.hicache_io_backend``: server-argument resolution switches ``kernel`` to ``direct`` before
   SGLang's own layout rules run (they then turn ``page_first`` into ``page_first_direct``), with a
   warning naming the reason. ``kernel_ascend`` (NPU) and ``direct`` are left alone.
@@ -130,9 +132,17 @@ def pinned_host_tensor(dims: tuple[int, ...], dtype: Any) -> Any:
     return buffer
 
 
+def _base_ptr(t: Any) -> int:
+    """The allocation a tensor (or a view of it) lives in."""
+    try:
+        return int(t.untyped_storage().data_ptr())
+    except Exception:  # noqa: BLE001 - not a torch tensor: its own pointer
+        return int(t.data_ptr())
+
+
 def _mark_unregistered(buffer: Any) -> None:
     with _ours_lock:
-        _ours.setdefault(buffer.data_ptr(), buffer.numel() * buffer.element_size())
+        _ours.setdefault(_base_ptr(buffer), buffer.numel() * buffer.element_size())
     try:
         setattr(buffer, _RANGES_ATTR, [])  # 0.5.20+: destroy() has nothing to unregister
     except Exception:  # noqa: BLE001,S110 - an allocator's tensor subclass without __dict__
@@ -140,8 +150,9 @@ def _mark_unregistered(buffer: Any) -> None:
 
 
 def is_ours(buffer: Any) -> bool:
+    """Whether ``buffer`` (or the pool it is a view of) came from this patch, i.e. was never registered."""
     with _ours_lock:
-        return buffer.data_ptr() in _ours
+        return _base_ptr(buffer) in _ours
 
 
 def _is_default_allocator(allocator: Any, module: Any) -> bool:
@@ -194,6 +205,20 @@ def _skip_ours(original: Any) -> Any:
     return _cuda_host_unregister
 
 
+def _plain_ptr_table(original: Any) -> Any:
+    """0.5.2x ``make_kernel_ptr_table``: our pools were never registered, so no device alias is asked for
+    (sgl_kernel's accessor fails on unmapped memory); raw addresses, as upstream uses without the accessor.
+    Only the kernel IO backend reads these tables, and under CC it is steered to direct."""
+
+    def make_kernel_ptr_table(tensors: Any, target_device: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("host_memory_registered") and any(is_ours(t) for t in tensors):
+            kwargs["host_memory_registered"] = False
+        return original(tensors, target_device, *args, **kwargs)
+
+    make_kernel_ptr_table.__wrapped__ = original  # type: ignore[attr-defined]
+    return make_kernel_ptr_table
+
+
 def _replace_dict_values(ctx: PatchContext, table: Any, old: Any, new: Any) -> None:
     """Entries already materialised in ``ALLOC_MEMORY_FUNCS`` (a defaultdict caches its defaults)."""
     keys = [k for k, v in table.items() if v is old]
@@ -225,6 +250,8 @@ def _apply_host_pool(ctx: PatchContext, module_name: str = POOL_MODULE) -> None:
     _replace_dict_values(ctx, table, original, new)
     if callable(getattr(module, "_cuda_host_unregister", None)):  # 0.5.14+: HostKVCache.destroy()
         ctx.replace(module, "_cuda_host_unregister", _skip_ours(module._cuda_host_unregister), rebind=True)
+    if callable(getattr(module, "make_kernel_ptr_table", None)):  # 0.5.2x: device aliases of host pools
+        ctx.replace(module, "make_kernel_ptr_table", _plain_ptr_table(module.make_kernel_ptr_table), rebind=True)
     ctx.on_revert(_logged.clear)
 
 
