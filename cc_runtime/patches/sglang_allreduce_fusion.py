@@ -188,6 +188,12 @@ def _preflight_uses_multicast() -> bool:
 def _upstream_has_it() -> str | None:
     if not _preflight_uses_multicast():
         return "SGLang's fusion preflight no longer calls cuMulticastGetGranularity (PR 31447 or later)"
+    try:
+        cc_aware = "is_confidential_compute" in inspect.getsource(sys.modules[FUSION_MODULE])
+    except (OSError, TypeError):
+        cc_aware = False
+    if cc_aware:
+        return "SGLang's fusion module checks is_confidential_compute itself (PR 31447 or later)"
     return None
 
 

@@ -107,7 +107,8 @@ def _holder_slots(holder: Any) -> list[_Slot]:
 
 
 def aliasing_slots(result: Any, hidden: bool, holders: bool) -> list[_Slot]:
-    """The fields of ``result`` that may alias CUDA-graph buffers and that ``copy_to_cpu`` reads."""
+    """The fields of ``result`` that may alias CUDA-graph buffers and that ``copy_to_cpu`` reads (logprobs
+    are not among them: the sampler computes them after the graph, and upstream reads them asynchronously)."""
     slots: list[_Slot] = []
     logits = getattr(result, "logits_output", None)
     if hidden and logits is not None and getattr(logits, "hidden_states", None) is not None:
@@ -118,6 +119,11 @@ def aliasing_slots(result: Any, hidden: bool, holders: bool) -> list[_Slot]:
             holder = getattr(result, name, None)
             if holder is not None:
                 slots += _holder_slots(holder)
+    if slots and getattr(result, "next_token_ids", None) is not None:
+        # A speculative step's committed tokens come out of the verify graph too (DSpark's
+        # ``accept.out_tokens``); in the same kernel they cost nothing extra. A plain result (no slot
+        # above) is left alone: it needs no snapshot.
+        slots.append(_attr_slot(result, "next_token_ids"))
     return slots
 
 

@@ -124,11 +124,13 @@ def test_a_replay_after_the_snapshot_cannot_change_the_results(sg, cuda, monkeyp
     s = _stub_scheduler(sg, cuda, monkeypatch)
     result = _speculative(sg, cuda, make_result(sg, cuda, 4, step=1, hidden=True), 1)
     graph_hidden = result.logits_output.hidden_states  # the graph's static output buffers
-    graph_accept = result.accept_lens
+    graph_accept, graph_tokens = result.accept_lens, result.next_token_ids
     first_hidden = torch.full_like(graph_hidden, 1.5)
     first_accept = torch.full_like(graph_accept, 3)
+    first_tokens = torch.arange(graph_tokens.numel(), dtype=graph_tokens.dtype)
     with s.forward_stream_ctx:  # forward N writes its outputs into the graph buffers
-        cuda.sim.launch(lambda: (graph_hidden.copy_(first_hidden), graph_accept.copy_(first_accept)), 0.001)
+        cuda.sim.launch(lambda: (graph_hidden.copy_(first_hidden), graph_accept.copy_(first_accept),
+                                 graph_tokens.copy_(first_tokens)), 0.001)
 
     # Hold the readback worker, so its copy can only run after the next replay.
     gate = threading.Event()
@@ -138,7 +140,8 @@ def test_a_replay_after_the_snapshot_cannot_change_the_results(sg, cuda, monkeyp
         _read_back(sg, s, result, hidden=True, dspark=True)
         assert _is_host_done(result.copy_done)
         with s.forward_stream_ctx:  # replay N+1 rewrites the same buffers
-            cuda.sim.launch(lambda: (graph_hidden.fill_(-7.0), graph_accept.fill_(0)), 0.001)
+            cuda.sim.launch(lambda: (graph_hidden.fill_(-7.0), graph_accept.fill_(0), graph_tokens.fill_(-1)),
+                            0.001)
         s.forward_stream.synchronize()
         assert graph_hidden.eq(-7.0).all()  # the replay has happened
     finally:
@@ -146,6 +149,7 @@ def test_a_replay_after_the_snapshot_cannot_change_the_results(sg, cuda, monkeyp
     result.copy_done.synchronize()
     assert torch.equal(result.logits_output.hidden_states, first_hidden)
     assert torch.equal(result.accept_lens, first_accept)
+    assert torch.equal(result.next_token_ids, first_tokens)
 
 
 def test_without_a_bound_forward_stream_results_stay_inline(sg, cuda, monkeypatch, all_patches):
