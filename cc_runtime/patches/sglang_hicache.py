@@ -111,10 +111,12 @@ def pinned_host_tensor(dims: tuple[int, ...], dtype: Any) -> Any:
     import torch
 
     numel = math.prod(dims)
+    if numel == 0:
+        return torch.empty(dims, dtype=dtype)  # nothing to pin (e.g. a conv-only model's empty state pool)
     nbytes = numel * torch.empty(0, dtype=dtype).element_size()
-    ptr, free = cuda_host_alloc(max(nbytes, 1))
+    ptr, free = cuda_host_alloc(nbytes)
     try:
-        array = (ctypes.c_uint8 * max(nbytes, 1)).from_address(ptr)
+        array = (ctypes.c_uint8 * nbytes).from_address(ptr)
         buffer = torch.frombuffer(array, dtype=dtype, count=numel).reshape(dims)
     except BaseException:
         free()
