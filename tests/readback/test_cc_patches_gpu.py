@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gc
 from types import SimpleNamespace
 
 import pytest
@@ -50,6 +51,7 @@ def test_hicache_host_pool_from_cuda_host_alloc_moves_pages_exactly() -> None:
     assert torch.equal(back[:, :, 32:96], device[:, :, 32:96])
     ptr = host.data_ptr()
     del host
+    gc.collect()
     assert not sglang_hicache.is_ours(SimpleNamespace(data_ptr=lambda: ptr))  # freed with its last view
 
 
