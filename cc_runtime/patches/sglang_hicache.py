@@ -304,6 +304,7 @@ def _apply_io_backend(ctx: PatchContext) -> None:
 PATCHES = [
     Patch(
         name="sglang.hicache_host_pool",
+        family="sglang.hicache_host_pool",  # version-specific variants of one fix (strict mode)
         target="sglang",
         versions=">=0.5.14,<0.5.24",
         summary="HiCache host KV pools from cudaHostAlloc (or pageable), never cudaHostRegister (801 under CC)",
@@ -314,6 +315,7 @@ PATCHES = [
     ),
     Patch(
         name="sglang.hicache_host_pool_inline",
+        family="sglang.hicache_host_pool",  # version-specific variants of one fix (strict mode)
         target="sglang",
         versions=">=0.5.12,<0.5.14",
         summary="HiCache host KV pools from cudaHostAlloc (or pageable), never cudaHostRegister (801 under CC)",

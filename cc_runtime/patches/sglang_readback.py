@@ -395,6 +395,7 @@ def _upstream_worker() -> str | None:
 PATCHES = [
     Patch(
         name="sglang.readback_worker",
+        family="sglang.readback",  # version-specific variants of one fix (strict mode)
         target="sglang",
         versions=">=0.5.12,<0.5.23",
         summary="overlap scheduler reads results back on a worker thread (private stream), one crossing per step",
@@ -407,6 +408,7 @@ PATCHES = [
     ),
     Patch(
         name="sglang.readback_coalesce",
+        family="sglang.readback",  # version-specific variants of one fix (strict mode)
         target="sglang",
         versions=">=0.5.23,<0.5.24",
         summary="keep upstream's D2H worker; coalesce each step's readback tensors into one crossing",

@@ -250,6 +250,7 @@ def _apply_own_worker(ctx: PatchContext) -> None:
 PATCHES = [
     Patch(
         name="sglang.readback_snapshot_worker",
+        family="sglang.readback_snapshot",  # version-specific variants of one fix (strict mode)
         target="sglang",
         versions=">=0.5.12,<0.5.23",
         summary="hidden states / speculative results / captures snapshotted on the forward stream (one D2D), "
@@ -262,6 +263,7 @@ PATCHES = [
     ),
     Patch(
         name="sglang.readback_snapshot",
+        family="sglang.readback_snapshot",  # version-specific variants of one fix (strict mode)
         target="sglang",
         versions=">=0.5.23,<0.5.24",
         summary="return_hidden_states / DSpark results snapshotted on the forward stream (one D2D), then "
