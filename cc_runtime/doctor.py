@@ -234,13 +234,13 @@ def render(report: dict[str, Any]) -> str:
 
 
 def render_patches(patches: list[dict[str, Any]], indent: str = "", upstream: bool = True) -> str:
-    """Name, target, status, then the reason and the upstream status wrapped (never cut)."""
+    """Name, target, status, then the reason, the upstream status and the evidence level, wrapped (never cut)."""
     if not patches:
         return indent + "(none)"
     w_name = max(len("patch"), *(len(str(p["name"])) for p in patches))
     w_target = max(len("target"), *(len(str(p["target"])) for p in patches))
     w_status = max(len("status"), *(len(str(p["status"])) for p in patches))
-    head = f"{indent}{'patch':<{w_name}}  {'target':<{w_target}}  {'status':<{w_status}}  reason / upstream"
+    head = f"{indent}{'patch':<{w_name}}  {'target':<{w_target}}  {'status':<{w_status}}  reason / upstream / verified on"
     out = [head]
     col = len(indent) + w_name + w_target + w_status + 6
     for p in patches:

@@ -257,7 +257,8 @@ for _v in (
         "(status and doctor report `disabled`).", boolean),
     Var("CC_RUNTIME_PATCHES", "*", _PATCHES_ALLOWED,
         "Allowlist of patches to apply (e.g. `sglang.*,triton.autotune_timer`). Every name or prefix "
-        "must match a registered patch; an unknown one is an error that suggests the closest names.",
+        "must match a registered patch; an unknown one is an error that suggests the closest names. "
+        "Opt-in (experimental) patches apply only when named exactly, never through `*` or a prefix.",
         patch_list),
     Var("CC_RUNTIME_STRICT", "0", "0|1",
         "1 fails activation (raises; the .pth bootstrap exits the process) when a patch that should "
@@ -402,6 +403,11 @@ class Settings:
             if pattern == name or (pattern.endswith("*") and name.startswith(pattern[:-1])):
                 return True
         return False
+
+    def patch_named(self, name: str) -> bool:
+        """Named exactly in CC_RUNTIME_PATCHES (what an opt-in patch needs; '*' and prefixes do not count)."""
+        patterns: Iterable[str] | None = self.values["CC_RUNTIME_PATCHES"]
+        return patterns is not None and name in patterns
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """``{name: {"value", "source", "default"}}`` for status() and doctor (JSON-friendly)."""

@@ -61,6 +61,7 @@ class PatchRecord:
             "fixed_in": p.fixed_in,
             "evidence": {"level": p.verified_by().level(), **p.verified_by().as_dict()},
             "family": family_of(p),
+            "opt_in": p.opt_in,
         }
 
 
@@ -142,6 +143,8 @@ class PatchManager:
             return "disabled", "CC off"  # why is in the CC state (status()["cc"]["reason"])
         if not settings.patch_allowed(rec.patch.name):
             return "disabled", "not in CC_RUNTIME_PATCHES"
+        if rec.patch.opt_in and not settings.patch_named(rec.patch.name):
+            return "disabled", "opt-in: applies only when named in CC_RUNTIME_PATCHES"
         if not rec.patch.when(state):
             return "not applicable", f"not wanted for CC state {state.label}"
         return None

@@ -39,6 +39,7 @@ class Patch:
     target reads them). ``versions`` is a PEP 440 specifier on the ``target`` distribution.
     ``upstream_has_it`` returns a reason when the installed upstream already does this (then the patch
     is skipped as "upstream"), else None. ``when`` decides from the CC state whether the patch is wanted.
+    ``opt_in``: applies only when named exactly in ``CC_RUNTIME_PATCHES`` (experimental patches).
     """
 
     name: str
@@ -64,6 +65,8 @@ class Patch:
         from .evidence import evidence_for
 
         return self.evidence if self.evidence is not None else evidence_for(self.name)
+    #: Experimental patches apply only when named exactly in CC_RUNTIME_PATCHES (not by '*' or a prefix).
+    opt_in: bool = False
 
     def upstream_status(self) -> str:
         return f"{self.upstream}; fixed in {self.fixed_in}" if self.fixed_in else f"{self.upstream}; not fixed upstream"

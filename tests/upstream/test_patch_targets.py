@@ -29,8 +29,11 @@ def sglang_version():
 
 @pytest.mark.timeout(600)
 def test_every_in_range_patch_applies_to_the_real_upstream(sglang_version):
+    from cc_runtime.patches import all_patches
+
     runtime._reset_for_tests()
-    cc_runtime.activate(cc="1")
+    # Every patch named, so opt-in (experimental) patches are checked against the real code too.
+    cc_runtime.activate(cc="1", patches=",".join(p.name for p in all_patches()))
     mgr = runtime.manager()
     for rec in list(mgr.records.values()):
         if rec.status == "waiting" and rec.patch.module:
