@@ -338,3 +338,18 @@ def test_0_5_12_forward_batch_init_new_prefill_inputs_identical_and_one_crossing
     for name in ("num_token_non_padded", "extend_seq_lens", "extend_prefix_lens", "positions", "extend_start_loc"):
         _assert_same(getattr(want, name), getattr(got, name), name)
     assert _on_device(sim, got.extend_seq_lens)
+
+
+def test_off_cc_nothing_is_patched(sg):
+    from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+
+    before = (sg.ScheduleBatch.__dict__["prepare_for_extend"], ForwardBatch.__dict__["init_new"],
+              sg.SBI.__dict__["from_schedule_batch"])
+    runtime._reset_for_tests()
+    cc_runtime.activate(cc="0")
+    try:
+        assert runtime.manager().records[PATCH_FOR[sg.version]].status != "applied"
+        assert (sg.ScheduleBatch.__dict__["prepare_for_extend"], ForwardBatch.__dict__["init_new"],
+                sg.SBI.__dict__["from_schedule_batch"]) == before
+    finally:
+        runtime._reset_for_tests()
