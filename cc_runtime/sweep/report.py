@@ -97,10 +97,13 @@ def build(records: Sequence[dict[str, Any]], notes: Sequence[str] = ()) -> tuple
         concs = sorted({int(r["concurrency"]) for r in rows})
         get = {(r.get("arm_title"), int(r["concurrency"])): r for r in rows}
         present = [c for c in cols if any(k[0] == c for k in get)]
-        others = [c for c in present if c != baseline]
-        head = (["concurrency"] + [f"{c} tok/s/GPU" for c in present]
-                + [f"Δ {c} vs CC off" for c in others if baseline in present]
-                + [f"TTFT {c}" for c in present] + [f"TPOT {c}" for c in present])
+        with_delta = baseline in present
+        head = ["concurrency"]
+        for c in present:
+            head.append(f"{c} tok/s/GPU")
+            if with_delta and c != baseline:
+                head.append(f"Δ {c} vs CC off")
+        head += [f"TTFT {c} (ms)" for c in present] + [f"TPOT {c} (ms)" for c in present]
         lines += [f"## ISL/OSL {isl}/{osl}", "", "| " + " | ".join(head) + " |",
                   "|" + "---:|" * len(head)]
         arm_series: dict[str, dict[str, list[Any]]] = {}
@@ -118,9 +121,11 @@ def build(records: Sequence[dict[str, Any]], notes: Sequence[str] = ()) -> tuple
                 return _fmt(metric(col, key), digits)
 
             base = metric(baseline, "output_throughput_per_gpu") if baseline in present else None
-            row = [str(conc)] + [shown(c, "output_throughput_per_gpu", 1) for c in present]
-            if baseline in present:
-                row += [_pct(metric(c, "output_throughput_per_gpu"), base) for c in others]
+            row = [str(conc)]
+            for c in present:
+                row.append(shown(c, "output_throughput_per_gpu", 1))
+                if with_delta and c != baseline:
+                    row.append(_pct(metric(c, "output_throughput_per_gpu"), base))
             row += [shown(c, "median_ttft_ms", 1) for c in present]
             row += [shown(c, "median_tpot_ms", 2) for c in present]
             lines.append("| " + " | ".join(row) + " |")
@@ -207,9 +212,14 @@ def plot(series: Mapping[tuple[int, int], Any], out_dir: str, labels: Sequence[s
         ax.set(xlabel="tok/s per user (1000 / median TPOT)", ylabel="output tok/s per GPU",
                title=f"Throughput vs interactivity, {isl}/{osl}{tag}")
         figs.append((fig, ax, f"interactivity_{name}.png"))
+        concs = sorted({c for s in arms.values() for c in s["concurrency"]})
         for fig, ax, fname in figs:
             for a in fig.axes:
                 a.grid(True, alpha=0.3)
+                if a.get_xscale() == "log":
+                    a.set_xscale("log", base=2)
+                    a.set_xticks(concs, [str(c) for c in concs])
+                    a.minorticks_off()
             ax.legend(fontsize=8)
             fig.tight_layout()
             path = os.path.join(out_dir, fname)

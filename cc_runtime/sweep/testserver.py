@@ -28,7 +28,8 @@ WORDS = ("alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cc_runtime.sweep.testserver", description=NOTE)
+    p = argparse.ArgumentParser(prog="python -m cc_runtime.sweep.testserver", description=NOTE,
+                                allow_abbrev=False)  # "--tp 4" is SGLang's, not a prefix of --tpot-ms
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--model-path", default="test-model")
