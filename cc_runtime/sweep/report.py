@@ -94,53 +94,59 @@ def build(records: Sequence[dict[str, Any]], notes: Sequence[str] = ()) -> tuple
     series: dict[tuple[int, int], Any] = {}
     for isl, osl in sorted({(int(r["isl"]), int(r["osl"])) for r in cells}):
         rows = [r for r in cells if (r["isl"], r["osl"]) == (isl, osl)]
-        concs = sorted({int(r["concurrency"]) for r in rows})
-        get = {(r.get("arm_title"), int(r["concurrency"])): r for r in rows}
-        present = [c for c in cols if any(k[0] == c for k in get)]
-        with_delta = baseline in present
-        head = ["concurrency"]
-        for c in present:
-            head.append(f"{c} tok/s/GPU")
-            if with_delta and c != baseline:
-                head.append(f"Δ {c} vs CC off")
-        head += [f"TTFT {c} (ms)" for c in present] + [f"TPOT {c} (ms)" for c in present]
-        lines += [f"## ISL/OSL {isl}/{osl}", "", "| " + " | ".join(head) + " |",
-                  "|" + "---:|" * len(head)]
-        arm_series: dict[str, dict[str, list[Any]]] = {}
-        for conc in concs:
-            def metric(col: str, key: str, conc: int = conc) -> float | None:
-                r = get.get((col, conc))
-                return (r.get("metrics") or {}).get(key) if r and r.get("status") == "ok" else None
-
-            def shown(col: str, key: str, digits: int, conc: int = conc) -> str:
-                r = get.get((col, conc))
-                if r is None:
-                    return "—"
-                if r.get("status") != "ok":
-                    return str(r.get("status"))
-                return _fmt(metric(col, key), digits)
-
-            base = metric(baseline, "output_throughput_per_gpu") if baseline in present else None
-            row = [str(conc)]
-            for c in present:
-                row.append(shown(c, "output_throughput_per_gpu", 1))
-                if with_delta and c != baseline:
-                    row.append(_pct(metric(c, "output_throughput_per_gpu"), base))
-            row += [shown(c, "median_ttft_ms", 1) for c in present]
-            row += [shown(c, "median_tpot_ms", 2) for c in present]
-            lines.append("| " + " | ".join(row) + " |")
-            for c in present:
-                s = arm_series.setdefault(c, {k: [] for k in ("concurrency", "tput", "ttft", "tpot", "user")})
-                if metric(c, "output_throughput_per_gpu") is not None:
-                    s["concurrency"].append(conc)
-                    s["tput"].append(metric(c, "output_throughput_per_gpu"))
-                    s["ttft"].append(metric(c, "median_ttft_ms"))
-                    s["tpot"].append(metric(c, "median_tpot_ms"))
-                    s["user"].append(metric(c, "tokens_per_s_per_user"))
-        series[(isl, osl)] = arm_series
-        lines.append("")
+        section, series[(isl, osl)] = _section(isl, osl, rows, cols, baseline)
+        lines += section
     lines += _failures(cells) + _environments(cells) + ([""] + [f"- {n}" for n in notes] if notes else [])
     return "\n".join(lines).rstrip() + "\n", series
+
+
+def _metric(r: Mapping[str, Any] | None, key: str) -> float | None:
+    return (r.get("metrics") or {}).get(key) if r and r.get("status") == "ok" else None
+
+
+def _shown(r: Mapping[str, Any] | None, key: str, digits: int) -> str:
+    if r is None:
+        return "—"
+    if r.get("status") != "ok":
+        return str(r.get("status"))
+    return _fmt(_metric(r, key), digits)
+
+
+def _section(isl: int, osl: int, rows: Sequence[Mapping[str, Any]], cols: Sequence[str],
+             baseline: str | None) -> tuple[list[str], dict[str, dict[str, list[Any]]]]:
+    """One ISL/OSL table: per concurrency, each arm's throughput/GPU (with Δ vs CC off), TTFT, TPOT."""
+    at = {(r.get("arm_title"), int(r["concurrency"])): r for r in rows}
+    present = [c for c in cols if any(k[0] == c for k in at)]
+    with_delta = baseline in present
+    head = ["concurrency"]
+    for c in present:
+        head.append(f"{c} tok/s/GPU")
+        if with_delta and c != baseline:
+            head.append(f"Δ {c} vs CC off")
+    head += [f"TTFT {c} (ms)" for c in present] + [f"TPOT {c} (ms)" for c in present]
+    lines = [f"## ISL/OSL {isl}/{osl}", "", "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    series: dict[str, dict[str, list[Any]]] = {}
+    tput = "output_throughput_per_gpu"
+    for conc in sorted({int(r["concurrency"]) for r in rows}):
+        base = _metric(at.get((baseline, conc)), tput) if with_delta else None
+        row = [str(conc)]
+        for c in present:
+            row.append(_shown(at.get((c, conc)), tput, 1))
+            if with_delta and c != baseline:
+                row.append(_pct(_metric(at.get((c, conc)), tput), base))
+        row += [_shown(at.get((c, conc)), "median_ttft_ms", 1) for c in present]
+        row += [_shown(at.get((c, conc)), "median_tpot_ms", 2) for c in present]
+        lines.append("| " + " | ".join(row) + " |")
+        for c in present:
+            r = at.get((c, conc))
+            s = series.setdefault(c, {k: [] for k in ("concurrency", "tput", "ttft", "tpot", "user")})
+            if _metric(r, tput) is not None:
+                s["concurrency"].append(conc)
+                s["tput"].append(_metric(r, tput))
+                s["ttft"].append(_metric(r, "median_ttft_ms"))
+                s["tpot"].append(_metric(r, "median_tpot_ms"))
+                s["user"].append(_metric(r, "tokens_per_s_per_user"))
+    return lines + [""], series
 
 
 def _failures(cells: Sequence[Mapping[str, Any]]) -> list[str]:
