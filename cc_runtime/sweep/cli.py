@@ -9,10 +9,9 @@ from typing import Any
 
 from .. import settings
 from . import grid
+from .models import TINY_LLAMA
 
 DEFAULT_OUT = "cc-runtime-sweep"
-MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
-TINY_MODEL = os.path.join(MODELS_DIR, "tiny-llama")
 
 DESCRIPTION = """\
 Reproduce NVIDIA's CC serving table for your model and GPUs: per arm, start `python -m
@@ -172,7 +171,7 @@ def _config(args: argparse.Namespace, server_args: list[str]) -> Any:
     model = _opt(server_args, "--model-path", "--model")
     if args.dummy_weights:
         if model is None:
-            model = TINY_MODEL
+            model = TINY_LLAMA
             server_args = ["--model-path", model, *server_args]
         if _opt(server_args, "--load-format") is None:
             server_args += ["--load-format", "dummy"]
