@@ -97,7 +97,8 @@ def environment_record(python: str, client: ClientInfo) -> dict[str, Any]:
     gpu = _gpu()
     hw = probe_nvml()
     return {"host": platform.node(), "gpus": gpu.get("devices"), "driver": gpu.get("driver"),
-            "nvml": gpu.get("nvml"), "cc_hardware": hw.label, "cc_hardware_real": hw.real,
+            "nvml": gpu.get("nvml"), "cc_hardware": hw.label, "cc_hardware_source": hw.source,
+            "cc_hardware_real": hw.real,
             "cc_hardware_reason": hw.reason, "versions": {**_versions(), "sglang (server python)":
                                                           client.sglang_version},
             "server_python": python}
@@ -154,6 +155,8 @@ class Sweep:
         rec = {
             "kind": "cell", "status": status, "reason": reason, "run_id": self.run_id, "timestamp": _now(),
             "arm": plan.name, "arm_title": plan.title, "cc": plan.cc, "emulated": plan.emulated,
+            # Where the arm's CC state comes from: the emulator, or the hardware as NVML reports it.
+            "cc_source": "emulated" if plan.emulated else cfg.environment.get("cc_hardware_source"),
             "results_from": cfg.results_from,
             "results_label": TEST_SERVER_LABEL if cfg.test_server else "SGLang server",
             "isl": cell.isl, "osl": cell.osl, "concurrency": cell.concurrency, "num_prompts": cell.num_prompts,
