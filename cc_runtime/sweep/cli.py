@@ -140,6 +140,7 @@ def main(args: argparse.Namespace) -> int:
     from .runner import environment_record
 
     cfg.environment = environment_record(cfg.python, cfg.client)
+    _terminate_as_interrupt()
     try:
         failed = sweep.run()
     except KeyboardInterrupt:
@@ -152,6 +153,20 @@ def main(args: argparse.Namespace) -> int:
     print(f"results: {cfg.results_path}; report: {os.path.join(cfg.out_dir, report.REPORT_FILE)}"
           + (f"; {len(rep.plots)} plot(s)" if rep.plots else ""))
     return 1 if failed else 0
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the servers (each in its own session) are stopped, not orphaned."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _config(args: argparse.Namespace, server_args: list[str]) -> Any:

@@ -96,6 +96,9 @@ def run_client(argv: Sequence[str], env: Mapping[str, str], output_file: str, lo
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             return ClientRun(False, None, f"benchmark client timed out after {timeout_s:.0f} s")
+        except BaseException:
+            _kill_group(proc)  # interrupted sweep: the client is in its own session, nothing else stops it
+            raise
     lines = _lines(output_file)[before:]
     result = None
     for line in reversed(lines):

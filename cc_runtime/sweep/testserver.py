@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     state = _State(args, ignored)
     server = ThreadingHTTPServer((args.host, args.port), _handler(state))
     server.daemon_threads = True
-    print(f"{NOTE}; listening on http://{args.host}:{args.port}; ignored SGLang args: {ignored}", flush=True)
+    print(f"{NOTE}; pid {os.getpid()}, listening on http://{args.host}:{args.port}; ignored SGLang args: "
+          f"{ignored}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

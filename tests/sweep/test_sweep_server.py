@@ -169,3 +169,30 @@ def test_sweep_marks_an_arm_failed_when_its_server_never_becomes_healthy(tmp_pat
     assert bar.descriptions[:2] == ["cc-off | isl32_osl8_c1", "cc-off | isl32_osl8_c2"] and bar.done == 4
     assert "ARM FAILED after 2 server start(s)" in out.getvalue()
     assert not os.path.exists(tmp_path / "cc-off" / "isl32_osl8_c1" / "client.log")  # no client was run
+
+
+def test_terminating_the_sweep_stops_its_server(tmp_path):
+    """SIGTERM to `cc-runtime sweep` while it waits for a server: the server's group must not survive it."""
+    import re
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_RUNTIME_")}
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    sweep = subprocess.Popen([sys.executable, "-m", "cc_runtime", "sweep", "--test-server", "--arms", "cc-off",
+                              "--quick", "--health-timeout", "90", "--out", str(tmp_path), "--",
+                              "--model-path", "m", "--never-healthy"], env=env, cwd=root,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = tmp_path / "cc-off" / "server.log"
+    deadline = time.monotonic() + 60
+    pid = None
+    while pid is None:
+        assert time.monotonic() < deadline and sweep.poll() is None, "the test server never started"
+        m = re.search(r"TEST SERVER.*pid (\d+)", log.read_text()) if log.exists() else None
+        pid = int(m.group(1)) if m else None
+        time.sleep(0.1)
+    sweep.terminate()
+    out, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130, err.decode()[-2000:]
+    assert b"finished cells are kept" in err
+    assert _gone(pid)
