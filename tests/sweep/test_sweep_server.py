@@ -193,6 +193,10 @@ def test_terminating_the_sweep_stops_its_server(tmp_path):
         time.sleep(0.1)
     sweep.terminate()
     out, err = sweep.communicate(timeout=60)
-    assert sweep.returncode == 130, err.decode()[-2000:]
-    assert b"finished cells are kept" in err
-    assert _gone(pid)
+    try:
+        assert sweep.returncode == 130, err.decode()[-2000:]
+        assert b"finished cells are kept" in err
+        assert _gone(pid)
+    finally:
+        if not _gone(pid):  # a failed run must not leave its server behind either
+            os.killpg(pid, signal.SIGKILL)
