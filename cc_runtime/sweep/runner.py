@@ -168,7 +168,10 @@ class Sweep:
         return rec
 
     def _say(self, plan: ArmPlan, cell: Cell, text: str) -> None:
-        print(f"[{plan.name}] {cell.label}: {text}", file=self.out, flush=True)
+        # Every line says what it measured: an emulated arm and a test server are never left implicit.
+        tags = ([plan.cc] if plan.emulated else []) + (["TEST SERVER"] if self.cfg.test_server else [])
+        tag = f" ({', '.join(tags)})" if tags else ""
+        print(f"[{plan.name}{tag}] {cell.label}: {text}", file=self.out, flush=True)
 
     def _run_arm(self, plan: ArmPlan, bar: Any) -> int:
         cfg = self.cfg

@@ -167,7 +167,7 @@ def test_sweep_marks_an_arm_failed_when_its_server_never_becomes_healthy(tmp_pat
     log = (tmp_path / "cc-off" / "server.log").read_text()
     assert log.count("=== cc-runtime sweep") == 2  # started exactly twice
     assert bar.descriptions[:2] == ["cc-off | isl32_osl8_c1", "cc-off | isl32_osl8_c2"] and bar.done == 4
-    assert "ARM FAILED after 2 server start(s)" in out.getvalue()
+    assert "[cc-off (TEST SERVER)] ISL/OSL 32/8 concurrency 1: ARM FAILED after 2 server start(s)" in out.getvalue()
     assert not os.path.exists(tmp_path / "cc-off" / "isl32_osl8_c1" / "client.log")  # no client was run
 
 

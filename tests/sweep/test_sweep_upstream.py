@@ -82,6 +82,7 @@ def test_whole_grid_all_arms(whole_grid):
         assert x["metrics"]["output_throughput_per_gpu"] == pytest.approx(client["output_throughput"] / 2)
         assert x["results_from"] == "test-server" and x["gpus_used"] == 2
         assert x["emulated"] == (x["arm"] != "cc-off")
+    assert "[cc (emulated:h100, TEST SERVER)] ISL/OSL 32/8 concurrency 3: ok" in r.stdout
     by = {(x["arm"], x["concurrency"]): x for x in recs}
     # What the test server's batch slowdown does, the client measured (2 ms alone, +4 ms per other request).
     assert by[("cc-off", 3)]["metrics"]["median_tpot_ms"] > by[("cc-off", 1)]["metrics"]["median_tpot_ms"] + 3
