@@ -20,7 +20,10 @@ benchmark client once per (ISL/OSL, concurrency) cell, stop the server's whole p
 OUT/results.jsonl (one line per cell), OUT/report.md and PNG plots. A rerun skips finished cells.
 Arguments after -- go to the server unchanged, e.g. -- --model-path /models/x --tp 4.
 `cc-runtime sweep report A.jsonl B.jsonl ...` rebuilds the table and plots from saved results (also
-merging runs from several machines: CC off cannot run on a CC machine)."""
+merging runs from several machines: CC off cannot run on a CC machine).
+Client: sglang.benchmark.serving, or sglang.bench_serving on old releases (0.5.12), found in --python;
+both have --dataset-name random-ids. A client without it needs --client-arg=--dataset-name=random
+--client-arg=--dataset-path=SHAREGPT.json (extra client arguments come last, so they win)."""
 
 ARMS_HELP = ("comma-separated arms (default all): cc-off = cc_runtime disabled, CC off; cc = CC on (or "
              "emulated) without cc_runtime's fixes (upstream behaviour); cc+cc_runtime = CC with every patch")
