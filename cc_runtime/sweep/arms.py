@@ -11,6 +11,7 @@ cc             ``CC_RUNTIME_DISABLE=1``               ``CC_RUNTIME_EMULATE=P``,
                                                       ``CC_RUNTIME_PATCHES=emulation,sglang.cc_env,
                                                       flashinfer.cc_env``
 cc+cc_runtime  ``CC_RUNTIME_PATCHES=*``               ``CC_RUNTIME_EMULATE=P``, ``CC_RUNTIME_PATCHES=*``
+               (or ``--patches``)                     (or ``--patches``)
 ============== ===================================== ==============================================
 
 "Emulated CC without cc_runtime's fixes" is the emulator patch alone plus the two patches that only
@@ -18,8 +19,9 @@ tell SGLang and FlashInfer that CC is on (``sglang.cc_env``, ``flashinfer.cc_env
 machine upstream detects CC through NVML by itself and takes its own CC paths (SGLang 0.5.23's async
 D2H worker and pageable staging), so the emulated baseline must take them too, or it would measure a
 CC that upstream never runs. Every fix of cc_runtime's own (readback worker, prefill graphs, timers) is
-off in that arm. The cc+cc_runtime arm applies every patch (``*``) whatever the caller's environment says,
-so the comparison is "all fixes" against "none".
+off in that arm. The cc+cc_runtime arm applies every patch (``*``, or ``--patches``) whatever the caller's
+environment says, so the comparison is "all fixes" against "none". Opt-in patches (experimental) apply
+only when named exactly, so ``*`` leaves them out; ``--patches`` can name them.
 """
 
 from __future__ import annotations
@@ -73,8 +75,14 @@ def parse_arms(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def plan_arms(names: Sequence[str], *, emulate: str | None, real_cc: bool, real_reason: str = "") -> list[ArmPlan]:
-    """Settings for each arm on this machine. ``real_cc`` is the hardware's state (NVML), not a setting."""
+def plan_arms(names: Sequence[str], *, emulate: str | None, real_cc: bool, real_reason: str = "",
+              patches: str = "*") -> list[ArmPlan]:
+    """Settings for each arm on this machine. ``real_cc`` is the hardware's state (NVML), not a setting.
+    ``patches`` is the cc+cc_runtime arm's CC_RUNTIME_PATCHES: ``*`` applies every patch except the opt-in
+    ones, which apply only when named (list them with prefixes, e.g. ``sglang.*,...,<opt-in name>``)."""
+    allowed = settings.Settings.load(env={"CC_RUNTIME_PATCHES": patches})
+    if emulate and not allowed.patch_allowed("emulation"):
+        raise ArmError(f"--patches {patches!r} leaves out 'emulation': the cc+cc_runtime arm would not be emulated")
     label = None
     if emulate:
         if real_cc:
@@ -98,13 +106,13 @@ def plan_arms(names: Sequence[str], *, emulate: str | None, real_cc: bool, real_
             else:
                 plans.append(ArmPlan(name, "off", {"CC_RUNTIME_DISABLE": "1"}))
             continue
-        patches = UPSTREAM_CC_PATCHES if name == "cc" else "*"
+        arm_patches = UPSTREAM_CC_PATCHES if name == "cc" else patches
         if real_cc:
-            env = {"CC_RUNTIME_DISABLE": "1"} if name == "cc" else {"CC_RUNTIME_PATCHES": "*"}
+            env = {"CC_RUNTIME_DISABLE": "1"} if name == "cc" else {"CC_RUNTIME_PATCHES": patches}
             plans.append(ArmPlan(name, "on", env))
         elif label is not None:
             assert emulate is not None
-            plans.append(ArmPlan(name, label, {"CC_RUNTIME_EMULATE": emulate, "CC_RUNTIME_PATCHES": patches}))
+            plans.append(ArmPlan(name, label, {"CC_RUNTIME_EMULATE": emulate, "CC_RUNTIME_PATCHES": arm_patches}))
         else:
             plans.append(ArmPlan(name, "on", skip_reason=(
                 "CC is off on this machine and no --emulate PROFILE was given (e.g. --emulate h100 for "

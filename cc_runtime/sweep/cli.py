@@ -41,6 +41,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--emulate", default=None, metavar="PROFILE",
                    help="on a machine without CC: emulate CC in the CC arms with this profile (h100, b300 or "
                         "a JSON file); every output then says 'emulated'")
+    p.add_argument("--patches", default="*", metavar="LIST",
+                   help="CC_RUNTIME_PATCHES of the cc+cc_runtime arm (default '*': every patch but the opt-in "
+                        "ones, which apply only when named, e.g. 'sglang.*,flashinfer.*,triton.*,inductor.*,"
+                        "emulation,sglang.allreduce_fusion_ipc')")
     p.add_argument("--quick", action="store_true",
                    help=f"small grid: ISL/OSL {_pairs(grid.QUICK_ISL_OSL)}, concurrency "
                         f"{_ints(grid.QUICK_CONCURRENCY)}, {grid.QUICK_PROMPTS_PER_CONCURRENCY} prompts per slot")
@@ -210,7 +214,7 @@ def _config(args: argparse.Namespace, server_args: list[str]) -> Any:
     try:
         names = parse_arms(args.arms)
         hw = probe_nvml()
-        plans = plan_arms(names, emulate=args.emulate, real_cc=hw.real, real_reason=hw.reason)
+        plans = plan_arms(names, emulate=args.emulate, real_cc=hw.real, real_reason=hw.reason, patches=args.patches)
     except ArmError as exc:
         raise ValueError(str(exc)) from None
     gpus = args.gpus if args.gpus is not None else gpus_from_server_args(server_args)

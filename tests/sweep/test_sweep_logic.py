@@ -95,6 +95,26 @@ def test_on_a_cc_machine_cc_off_is_skipped_and_emulation_refused():
         arms.plan_arms(["cc"], emulate="h100", real_cc=True)
 
 
+def test_patches_option_names_opt_in_patches_for_the_cc_runtime_arm():
+    from cc_runtime.patches import all_patches
+
+    opt_in = [p.name for p in all_patches() if p.opt_in]
+    if not opt_in:
+        pytest.skip("no opt-in patch in the registry")
+    wanted = "sglang.*,flashinfer.*,triton.*,inductor.*,emulation," + opt_in[0]
+    plans = _by_name(arms.plan_arms(arms.ARM_NAMES, emulate="h100", real_cc=False, patches=wanted))
+    arm = settings.Settings.load(env=dict(plans["cc+cc_runtime"].env))
+    assert arm.patch_named(opt_in[0]) and arm.patch_allowed("emulation")
+    assert plans["cc"].env["CC_RUNTIME_PATCHES"] == arms.UPSTREAM_CC_PATCHES  # the baseline never changes
+    default = settings.Settings.load(env=dict(_by_name(arms.plan_arms(["cc+cc_runtime"], emulate="h100",
+                                                                       real_cc=False))["cc+cc_runtime"].env))
+    assert not default.patch_named(opt_in[0])
+    with pytest.raises(arms.ArmError, match="emulation"):
+        arms.plan_arms(["cc+cc_runtime"], emulate="h100", real_cc=False, patches="sglang.*")
+    with pytest.raises(settings.SettingsError):
+        arms.plan_arms(["cc+cc_runtime"], emulate=None, real_cc=True, patches="no.such.patch")
+
+
 def test_bad_profile_and_arm_names():
     with pytest.raises(arms.ArmError, match="profile"):
         arms.plan_arms(["cc"], emulate="no-such-gpu", real_cc=False)
