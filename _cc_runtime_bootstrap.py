@@ -35,8 +35,12 @@ def run() -> None:
     except Exception as exc:  # noqa: BLE001 - a start-up hook that raises breaks every Python process
         if getattr(exc, "cc_runtime_strict", False):
             # CC_RUNTIME_STRICT=1 and activation failed (already reported and rolled back): a strict
-            # deployment must not run unpatched. SystemExit ends the process from a .pth, exit code 1.
-            raise SystemExit(1) from None
+            # deployment must not run unpatched. SystemExit raised while site runs the .pth at start-up
+            # becomes "Fatal Python error: init_import_site" and a traceback; the report line is enough.
+            import sys
+
+            sys.stderr.flush()
+            os._exit(1)
         import sys
 
         print(f"cc_runtime bootstrap: cc_runtime could not be imported, this process runs without it: "

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "install-bootstrap": "cc_runtime.commands.install_bootstrap",
     "bench": "cc_runtime.bench",
     "calibrate": "cc_runtime.calibrate.cli",
+    "sweep": "cc_runtime.sweep.cli",
 }
 
 

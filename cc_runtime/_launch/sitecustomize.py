@@ -13,7 +13,7 @@ try:
 except ImportError:
     _run = None  # type: ignore[assignment]
 if _run is not None:
-    _run()  # never raises, except SystemExit in strict mode (a strict deployment must not run unpatched)
+    _run()  # never raises; exits the process (status 1) in strict mode (a strict deployment must not run unpatched)
 
 _rest = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 for _p in _rest:

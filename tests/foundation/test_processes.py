@@ -212,9 +212,22 @@ def test_pth_bootstrap_in_strict_mode_exits_when_activation_fails(tmp_path):
         "raise StrictModeError('patch x failed')\n")
     env = _clean_env()
     env.update(CC_RUNTIME_BOOTSTRAP="1", PYTHONPATH=os.pathsep.join([str(fake), str(REPO)]))
-    r = _run(f"import site; site.addsitedir({str(site)!r}); print('alive')", env, cwd=tmp_path)
+    # -S: the interpreter's own site-packages may hold an installed copy of the .pth; only ours runs.
+    r = subprocess.run([sys.executable, "-S", "-c", f"import site; site.addsitedir({str(site)!r}); print('alive')"],
+                       env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 1 and "alive" not in r.stdout
     assert r.stderr.strip().splitlines() == ["cc_runtime: strict mode: activation failed, everything rolled back"]
+    # At real start-up (the .pth read by site before any user code), the same: one line, exit 1, no
+    # "Fatal Python error" from an exception escaping site. Needs this interpreter's installed .pth
+    # (the nox venvs have it: `pip install -e .` ships it).
+    import sysconfig
+
+    if not (Path(sysconfig.get_paths()["purelib"]) / "cc_runtime_bootstrap.pth").is_file():
+        return
+    r = subprocess.run([sys.executable, "-c", "print('alive')"], env={**env, "PYTHONPATH": os.pathsep.join(
+        [str(fake), str(REPO), str(site)])}, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 1 and "alive" not in r.stdout, r.stderr
+    assert "Fatal Python error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 @pytest.mark.timeout(300)
