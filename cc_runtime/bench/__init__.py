@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, str] = {
     "readback": "cc_runtime.bench.readback",
     "prefill": "cc_runtime.bench.prefill",
     "startup": "cc_runtime.bench.startup",
+    "step": "cc_runtime.bench.step",
 }
 
 __all__ = ["BENCHMARKS", "BenchContext", "BenchResult", "add_bench_parser", "environment", "main_bench",

@@ -9,74 +9,26 @@ Layout: segments in input order, each starting at a multiple of ``ALIGN`` bytes 
 element size, so every host view is naturally aligned; the host buffer itself comes from torch's
 allocator, which aligns to 64). Tensors larger than ``max_coalesce_bytes`` cross on their own: packing
 them would cost a device copy and extra memory to save one fixed cost that is small next to their
-bandwidth time. Host tensors pass through untouched.
+bandwidth time. Host tensors pass through untouched. The layout code is shared with H2D staging
+(``cc_runtime.packing``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..packing import ALIGN, Layout, Segment, plan, unpack
+from ..packing import byte_pieces as _byte_pieces
 from .backend import DeviceBackend, backend_for
 
 if TYPE_CHECKING:
     import torch
 
-ALIGN = 16
+__all__ = ["ALIGN", "DEFAULT_MAX_COALESCE_BYTES", "Layout", "Segment", "pack", "plan", "read_coalesced", "unpack"]
+
 # ~20 us of fixed cost is worth ~60 KB at CC's ~3 GB/s; above 1 MiB a separate crossing costs <7% extra.
 DEFAULT_MAX_COALESCE_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class Segment:
-    offset: int
-    nbytes: int
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Layout:
-    segments: tuple[Segment, ...]
-    nbytes: int
-
-
-def _align(n: int, align: int) -> int:
-    return (n + align - 1) // align * align
-
-
-def plan(tensors: Sequence[torch.Tensor], align: int = ALIGN) -> Layout:
-    """Byte offsets for ``tensors`` packed in order, each segment aligned to ``align`` bytes."""
-    if align < 1 or align & (align - 1):
-        raise ValueError(f"align must be a power of two, got {align}")
-    segs: list[Segment] = []
-    offset = 0
-    for t in tensors:
-        if t.element_size() > align:
-            raise ValueError(f"align={align} is smaller than the element size of {t.dtype}")
-        offset = _align(offset, align)
-        nbytes = t.numel() * t.element_size()
-        segs.append(Segment(offset, nbytes, t.dtype, tuple(t.shape)))
-        offset += nbytes
-    return Layout(tuple(segs), _align(offset, align) if segs else 0)
-
-
-def _byte_pieces(tensors: Sequence[torch.Tensor], layout: Layout, pad: torch.Tensor) -> list[torch.Tensor]:
-    import torch
-
-    pieces: list[torch.Tensor] = []
-    cursor = 0
-    for t, seg in zip(tensors, layout.segments, strict=True):
-        if seg.offset > cursor:
-            pieces.append(pad[: seg.offset - cursor])
-        if seg.nbytes:
-            flat = t.reshape(-1)  # a copy only when t is not contiguous
-            pieces.append(flat.view(torch.uint8) if flat.dtype != torch.uint8 else flat)
-        cursor = seg.offset + seg.nbytes
-    if layout.nbytes > cursor:
-        pieces.append(pad[: layout.nbytes - cursor])
-    return pieces
 
 
 def pack(tensors: Sequence[torch.Tensor], backend: DeviceBackend | None = None,
@@ -99,18 +51,6 @@ def pack(tensors: Sequence[torch.Tensor], backend: DeviceBackend | None = None,
 
     backend.launch(kernel)
     return buf, layout
-
-
-def unpack(host: torch.Tensor, layout: Layout) -> list[torch.Tensor]:
-    """Views of the host byte buffer, one per packed tensor (no copies)."""
-    import torch
-
-    out: list[torch.Tensor] = []
-    for seg in layout.segments:
-        raw = host[seg.offset: seg.offset + seg.nbytes]
-        view = raw.view(seg.dtype) if seg.dtype != torch.uint8 else raw
-        out.append(view.view(seg.shape))
-    return out
 
 
 def _coalescable(t: torch.Tensor, max_bytes: int) -> bool:
