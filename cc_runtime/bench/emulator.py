@@ -33,15 +33,19 @@ COLUMNS = ["parameter", "bytes", "profile", "recovered", "rel_error", "in_max"]
 
 
 def _profile_arg(value: str) -> str:
+    """A CC profile, checked as ``CC_RUNTIME_EMULATE`` is (the settings registry): a CC-off profile has
+    nothing to emulate, so a "fidelity" against it would be meaningless."""
     import argparse
 
-    from ..emulator.profiles import ProfileError, load_profile
+    from ..settings import VARS, SettingsError
 
     try:
-        load_profile(value)
-    except ProfileError as exc:
+        parsed = VARS["CC_RUNTIME_EMULATE"].parse("--against", value)
+    except SettingsError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
+    if parsed is None:
+        raise argparse.ArgumentTypeError("--against needs a CC profile (h100 | b300 | /path/profile.json), not off")
+    return str(parsed)
 
 
 def add_arguments(parser: Any) -> None:

@@ -135,3 +135,19 @@ def test_bad_inputs_get_one_message(calibrated, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["bench", "emulator", "--device", "cpu", "--against", str(tmp_path / "missing.json")])
     assert not (tmp_path / "x.json").exists() and not (tmp_path / "y.json").exists()
+
+
+def test_profiles_are_checked_as_cc_runtime_emulate_is(tmp_path, capsys) -> None:
+    """``calibrate --emulate`` and ``bench emulator --against`` take what CC_RUNTIME_EMULATE takes, through
+    the settings registry: a CC-off profile is refused with one message (a "fidelity" against a profile
+    with nothing to emulate would be a number that means nothing), and the spelling is normalised."""
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "emulator", "--device", "cpu", "--quick", "--against", "off"])
+    assert "--against" in capsys.readouterr().err
+    assert cli.main(["calibrate", "--device", "cpu", "--quick", "--emulate", "off",
+                     "--out", str(tmp_path / "off.json")]) == 2
+    assert "--emulate needs a CC profile" in capsys.readouterr().err
+    assert not (tmp_path / "off.json").exists()
+    from cc_runtime.bench.emulator import _profile_arg
+
+    assert _profile_arg(" H100 ") == "h100"
