@@ -68,21 +68,17 @@ def run(ctx: BenchContext) -> BenchResult:
     return _result(ctx, profile, kind, meas, recovered, bool(against), extra_env)
 
 
-def _steps(items: Any, desc: str) -> Any:
-    return progress(items, desc)
-
-
 def _run_simulated(ctx: BenchContext, profile: Any, plan: Any) -> tuple[str, Any, Any, dict[str, Any]]:
     from ..calibrate import SimTarget, derive_profile, measure, summarize
 
     off = SimTarget(None, seed=ctx.seed)
     try:
-        baseline = summarize(measure(off, plan, _steps))
+        baseline = summarize(measure(off, plan, progress))
     finally:
         off.close()
     target = SimTarget(profile, seed=ctx.seed)
     try:
-        meas = measure(target, plan, _steps)
+        meas = measure(target, plan, progress)
     finally:
         target.close()
     recovered = derive_profile(meas, name=f"recovered-{profile.name}", cc=profile.cc,
@@ -99,7 +95,7 @@ def _run_cuda(ctx: BenchContext, profile: Any, plan: Any) -> tuple[str, Any, Any
     if cc_state().real:
         target = CudaTarget()
         try:
-            meas = measure(target, plan, _steps)
+            meas = measure(target, plan, progress)
         finally:
             target.close()
         recovered = derive_profile(meas, name="real-cc", cc=True, method="cuda, real CC")
@@ -109,13 +105,13 @@ def _run_cuda(ctx: BenchContext, profile: Any, plan: Any) -> tuple[str, Any, Any
                            "run it without CC_RUNTIME_EMULATE")
     target = CudaTarget()
     try:
-        baseline = summarize(measure(target, plan, _steps))
+        baseline = summarize(measure(target, plan, progress))
     finally:
         target.close()
     with ec.emulate(profile, seed=ctx.seed) as em:
         target = CudaTarget()
         try:
-            meas = measure(target, plan, _steps)
+            meas = measure(target, plan, progress)
         finally:
             target.close()
         hook_us = em.hook_overhead_s * 1e6
