@@ -90,6 +90,8 @@ def fmt_spread(s: Any, digits: int = 3) -> str:
     if isinstance(s, dict) and "median" in s:
         text = f"{_fmt_num(s['median'], digits)} [{_fmt_num(s['min'], digits)}-{_fmt_num(s['max'], digits)}]"
         return text + (" (above 1.0: noise, not a gain)" if "reading" in s else "")
+    if isinstance(s, dict) and "value" in s:  # one measured figure (a fraction of n trials, ...)
+        return _fmt(s["value"])
     return _fmt(s)
 
 
