@@ -219,6 +219,10 @@ def _fmt(v: Any) -> str:
         if abs(v) >= 10:
             return f"{v:.1f}"
         return f"{v:.3g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
     return str(v)
 
 
