@@ -7,6 +7,7 @@ metric names to numbers) and ``rows`` (the printed table). Emulated or simulated
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -89,6 +90,8 @@ def fmt_spread(s: Any, digits: int = 3) -> str:
     if isinstance(s, dict) and "median" in s:
         text = f"{_fmt_num(s['median'], digits)} [{_fmt_num(s['min'], digits)}-{_fmt_num(s['max'], digits)}]"
         return text + (" (above 1.0: noise, not a gain)" if "reading" in s else "")
+    if isinstance(s, dict) and "value" in s:  # one measured figure (a fraction of n trials, ...)
+        return _fmt(s["value"])
     return _fmt(s)
 
 
@@ -123,6 +126,27 @@ def thread_cpu_clock(thread: Any) -> Callable[[], float] | None:
     except (OSError, OverflowError):
         return None
     return lambda: time.clock_gettime(clock_id)
+
+
+@contextlib.contextmanager
+def one_intra_op_thread(device: str) -> Iterator[None]:
+    """On the simulated device (CPU), run torch with one intra-op thread for the duration.
+
+    The simulated device's worker threads stand in for a GPU and share this machine's cores with
+    torch's OpenMP pool: on a small shared machine a parallel ``torch.cat`` of 200 KB then takes ms
+    instead of us (the pool spins against the device threads), an artefact no GPU host has. On a GPU
+    nothing changes."""
+    if device == "cuda":
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def modelled(value: Any, source: str) -> dict[str, Any]:
@@ -195,6 +219,10 @@ def _fmt(v: Any) -> str:
         if abs(v) >= 10:
             return f"{v:.1f}"
         return f"{v:.3g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
     return str(v)
 
 

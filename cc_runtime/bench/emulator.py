@@ -33,15 +33,19 @@ COLUMNS = ["parameter", "bytes", "profile", "recovered", "rel_error", "in_max"]
 
 
 def _profile_arg(value: str) -> str:
+    """A CC profile, checked as ``CC_RUNTIME_EMULATE`` is (the settings registry): a CC-off profile has
+    nothing to emulate, so a "fidelity" against it would be meaningless."""
     import argparse
 
-    from ..emulator.profiles import ProfileError, load_profile
+    from ..settings import VARS, SettingsError
 
     try:
-        load_profile(value)
-    except ProfileError as exc:
+        parsed = VARS["CC_RUNTIME_EMULATE"].parse("--against", value)
+    except SettingsError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
+    if parsed is None:
+        raise argparse.ArgumentTypeError("--against needs a CC profile (h100 | b300 | /path/profile.json), not off")
+    return str(parsed)
 
 
 def add_arguments(parser: Any) -> None:
@@ -64,21 +68,17 @@ def run(ctx: BenchContext) -> BenchResult:
     return _result(ctx, profile, kind, meas, recovered, bool(against), extra_env)
 
 
-def _steps(items: Any, desc: str) -> Any:
-    return progress(items, desc)
-
-
 def _run_simulated(ctx: BenchContext, profile: Any, plan: Any) -> tuple[str, Any, Any, dict[str, Any]]:
     from ..calibrate import SimTarget, derive_profile, measure, summarize
 
     off = SimTarget(None, seed=ctx.seed)
     try:
-        baseline = summarize(measure(off, plan, _steps))
+        baseline = summarize(measure(off, plan, progress))
     finally:
         off.close()
     target = SimTarget(profile, seed=ctx.seed)
     try:
-        meas = measure(target, plan, _steps)
+        meas = measure(target, plan, progress)
     finally:
         target.close()
     recovered = derive_profile(meas, name=f"recovered-{profile.name}", cc=profile.cc,
@@ -95,7 +95,7 @@ def _run_cuda(ctx: BenchContext, profile: Any, plan: Any) -> tuple[str, Any, Any
     if cc_state().real:
         target = CudaTarget()
         try:
-            meas = measure(target, plan, _steps)
+            meas = measure(target, plan, progress)
         finally:
             target.close()
         recovered = derive_profile(meas, name="real-cc", cc=True, method="cuda, real CC")
@@ -105,13 +105,13 @@ def _run_cuda(ctx: BenchContext, profile: Any, plan: Any) -> tuple[str, Any, Any
                            "run it without CC_RUNTIME_EMULATE")
     target = CudaTarget()
     try:
-        baseline = summarize(measure(target, plan, _steps))
+        baseline = summarize(measure(target, plan, progress))
     finally:
         target.close()
     with ec.emulate(profile, seed=ctx.seed) as em:
         target = CudaTarget()
         try:
-            meas = measure(target, plan, _steps)
+            meas = measure(target, plan, progress)
         finally:
             target.close()
         hook_us = em.hook_overhead_s * 1e6

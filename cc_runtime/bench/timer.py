@@ -295,7 +295,7 @@ def run(ctx: BenchContext) -> BenchResult:
         notes.append("agreement: CC off, real CUDA events; ranking: event readings corrupted by the CC emulator "
                      f"(profile {ctx.emulate}), globaltimer readings real")
         summary.update(_agreement_summary(rows, "max_rel_diff_vs_events", "agreement"),
-                       ranking_accuracy=acc_gt, ranking_accuracy_events=acc_ev)
+                       ranking_accuracy=_share(acc_gt, rank_trials), ranking_accuracy_events=_share(acc_ev, rank_trials))
         # Measured by the timer's self-test at construction (one measurement each).
         summary.update(granularity_us=spread([gt.granularity_ms * 1e3]),
                        stamp_overhead_us=spread([gt.overhead_ms * 1e3]))
@@ -311,7 +311,8 @@ def run(ctx: BenchContext) -> BenchResult:
                      "slower (cc_runtime.timer.ranking.fake_configs)")
         summary.update(_agreement_summary(rows, "fake_clock_max_rel_diff_vs_events", "agreement"),
                        **_agreement_summary(rows, "wall_clock_rel_diff_vs_perf_counter", "agreement (wall clock)"),
-                       fake_clock_ranking_accuracy=acc_gt, fake_clock_ranking_accuracy_events=acc_ev)
+                       fake_clock_ranking_accuracy=_share(acc_gt, rank_trials),
+                       fake_clock_ranking_accuracy_events=_share(acc_ev, rank_trials))
         model.update(granularity_us=modelled(FAKE_GRANULARITY_NS / 1e3, "fake timer setting (H100 %globaltimer "
                                              "tick, cc-facts.md); a GPU run measures it"),
                      stamp_overhead_us=modelled(FAKE_STAMP_NS / 1e3, "fake timer setting; a GPU run measures it"))
@@ -319,9 +320,13 @@ def run(ctx: BenchContext) -> BenchResult:
                  "mode": "globaltimer", "trials": rank_trials, "accuracy": acc_gt})
     rows.append({"part": "ranking", "kernel": "4 configs, min-keeping tuner",
                  "mode": f"events + emulated CC ({ctx.emulate})", "trials": rank_trials, "accuracy": acc_ev})
-    summary.update(ranking_trials=rank_trials, agreement_trials=trials)
     return BenchResult(benchmark="timer", summary=summary, model=model, rows=rows, columns=COLUMNS, notes=notes,
                        title=title)
+
+
+def _share(value: float, trials: int) -> dict[str, Any]:
+    """A measured fraction of ``trials`` (the trial count travels with it, not as a summary key of its own)."""
+    return {"value": value, "n": trials}
 
 
 def _agreement_summary(rows: list[dict[str, Any]], key: str, part: str) -> dict[str, Any]:

@@ -63,7 +63,10 @@ def provenance(target: Target, plan_name: str, *, sim_profile: str | None = None
     out["cc_mode"] = state.mode
     out["cc_devtools"] = state.devtools
     out["cc_multi_gpu_mode"] = state.multi_gpu_mode
-    out["driver"] = _driver_version()
+    from ..doctor import _gpu  # the driver as doctor reports it (NVML), one query in one place
+
+    gpu = _gpu()
+    out["driver"], out["driver_cuda"] = gpu.get("driver"), gpu.get("driver_cuda")
     try:
         import importlib.metadata
 
@@ -71,20 +74,6 @@ def provenance(target: Target, plan_name: str, *, sim_profile: str | None = None
     except Exception:  # noqa: BLE001
         out["cuda_python"] = None
     return out
-
-
-def _driver_version() -> str | None:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            drv = pynvml.nvmlSystemGetDriverVersion()
-            return drv.decode() if isinstance(drv, bytes) else str(drv)
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def calibrate(device: str = "cpu", *, quick: bool = True, sim_profile: str = "h100",

@@ -45,17 +45,21 @@ def _baseline(path: str | None) -> dict[str, Any] | None:
 
 def main(args: argparse.Namespace) -> int:
     from ..bench.common import default_device
-    from ..emulator.profiles import ProfileError, load_profile
+    from ..emulator.profiles import load_profile
+    from ..settings import VARS, SettingsError
     from . import calibrate
 
     device = args.device or default_device()
     if device != "cpu" and not device.startswith("cuda"):
         print(f"cc-runtime calibrate: --device {device}: use cuda, cuda:N or cpu", file=sys.stderr)
         return 2
-    try:
-        load_profile(args.emulate)
+    try:  # --emulate is checked as CC_RUNTIME_EMULATE is, in the settings registry
+        emulate = VARS["CC_RUNTIME_EMULATE"].parse("--emulate", args.emulate)
+        if emulate is None:
+            raise ValueError("--emulate needs a CC profile for the simulated device (h100 | b300 | "
+                             "/path/profile.json); its CC-off baseline is measured in the same run")
         baseline = _baseline(args.baseline)
-    except (ProfileError, ValueError, OSError) as exc:
+    except (SettingsError, ValueError, OSError) as exc:
         print(f"cc-runtime calibrate: {exc}", file=sys.stderr)
         return 2
     if device != "cpu":
@@ -68,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"cc-runtime calibrate: --device {device}: {exc}; --device cpu calibrates the simulated "
                   "device", file=sys.stderr)
             return 2
-    profile = calibrate(device, quick=args.quick, sim_profile=args.emulate, baseline=baseline, name=args.name,
+    profile = calibrate(device, quick=args.quick, sim_profile=emulate, baseline=baseline, name=args.name,
                         seed=args.seed, progress=_progress)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:

@@ -12,9 +12,10 @@ that outlive the step, as views of a fresh device buffer filled by one device->d
 
 Guarantees: a slot is reused only after every consumer stream that read it has passed an event recorded
 after its last read (events, never sleeps; when every slot is busy the ring grows up to ``max_slots``,
-then the side stream waits on the device for the oldest slot, so nothing on the host hangs); a failed
-copy is raised by the consumer (``wait`` / ``tensors`` / ``views`` / ``synchronize``) as
-:class:`StagingError` from the cause; packing is one ``torch.cat`` into the host buffer. Where staging
+then the side stream waits on the device for the oldest slot; under CC the next copy drains the
+side stream, so the host then waits for that slot's last reader: bounded, and not a steady state
+with 8 slots); a failed copy is raised by the consumer (``wait`` / ``tensors`` / ``views`` /
+``synchronize``) as :class:`StagingError` from the cause; packing is one ``torch.cat`` into the host buffer. Where staging
 cannot help it steps aside (``passthrough``): CC off, graph capture (copies there are the caller's
 business and a cross-stream wait would break the capture), or one tensor while the consumer stream is
 idle, where the plain copy is already the cheapest.

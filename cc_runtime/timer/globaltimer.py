@@ -60,7 +60,9 @@ class GlobalTimer(StampArena):
         and a capture on the current stream must not refuse a stamp on another stream.
         """
         torch = self._torch
-        if not explicit:
+        # The stream the caller passed is usually the current one: ask directly (a stream context on
+        # every stamp would add microseconds of host time between a kernel and its end stamp).
+        if not explicit or stream == torch.cuda.current_stream(self.device_index):
             return bool(torch.cuda.is_current_stream_capturing())
         with torch.cuda.stream(stream):
             return bool(torch.cuda.is_current_stream_capturing())

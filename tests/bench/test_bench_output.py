@@ -93,3 +93,13 @@ def test_progress_reports_on_a_pipe(capsys):
     assert list(progress(range(3), desc="thing", every_s=0.0)) == [0, 1, 2]
     err = capsys.readouterr().err
     assert "thing: 1/3" in err and "thing: 2/3" in err
+
+
+def test_lists_and_mappings_print_rounded():
+    """A model entry may be a list or mapping of floats (device time per batch size): printed rounded,
+    like every other figure, not as Python's repr (0.0030800000000000003)."""
+    from cc_runtime.bench.common import fmt_spread
+
+    assert fmt_spread([0.003005, 0.0030800000000000003]) == "[0.003, 0.00308]"
+    assert fmt_spread({"base": 500.0, "per_request": 2.0}) == "{base: 500.0, per_request: 2}"
+    assert fmt_spread({"value": 0.2125, "n": 80}) == "0.212"

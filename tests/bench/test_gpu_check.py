@@ -118,4 +118,24 @@ def test_smoke_fits_in_three_minutes(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_check, "run_gpu_tests", fake_tests)
     assert gpu_check.main([str(tmp_path), "--smoke"]) == 0
     assert [n for n, _ in limits] == ["doctor", "gpu-tests", "bench-readback"]
-    assert sum(t for _, t in limits) <= 180
+    assert sum(t for _, t in limits) <= 175  # caps, with the deadline clamp on top: under 3 minutes
+
+
+def test_full_check_runs_calibrate_the_round_trip_and_bench_step_before_the_longest_benchmark(tmp_path, monkeypatch):
+    """The full check: calibrate with CC off, the emulator's round trip against h100 and ``bench step``
+    on CUDA (issues 11, 12) come before prefill, so a spent budget drops prefill, not them."""
+    gpu_check = _load()
+    cmds: dict[str, list[str]] = {}
+
+    def fake_step(name, cmd, timeout_s, log_path, stdout_path=None, **kw):
+        cmds[name] = cmd
+        return {"step": name, "status": "ok", "seconds": 0.0, "log": log_path.name}
+
+    monkeypatch.setattr(gpu_check, "_step", fake_step)
+    assert gpu_check.main([str(tmp_path), "--skip-tests"]) == 0
+    names = list(cmds)
+    assert names[:3] == ["doctor", "calibrate", "bench-emulator"]
+    assert names.index("bench-step") < names.index("bench-prefill") == len(names) - 1
+    assert cmds["calibrate"][cmds["calibrate"].index("--device") + 1] == "cuda"
+    assert cmds["bench-emulator"][-2:] == ["--against", "h100"]
+    assert "cuda" in cmds["bench-step"]

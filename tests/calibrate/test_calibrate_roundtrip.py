@@ -135,3 +135,36 @@ def test_bad_inputs_get_one_message(calibrated, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["bench", "emulator", "--device", "cpu", "--against", str(tmp_path / "missing.json")])
     assert not (tmp_path / "x.json").exists() and not (tmp_path / "y.json").exists()
+
+
+def test_profiles_are_checked_as_cc_runtime_emulate_is(tmp_path, capsys) -> None:
+    """``calibrate --emulate`` and ``bench emulator --against`` take what CC_RUNTIME_EMULATE takes, through
+    the settings registry: a CC-off profile is refused with one message (a "fidelity" against a profile
+    with nothing to emulate would be a number that means nothing), and the spelling is normalised."""
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "emulator", "--device", "cpu", "--quick", "--against", "off"])
+    assert "--against" in capsys.readouterr().err
+    assert cli.main(["calibrate", "--device", "cpu", "--quick", "--emulate", "off",
+                     "--out", str(tmp_path / "off.json")]) == 2
+    assert "--emulate needs a CC profile" in capsys.readouterr().err
+    assert not (tmp_path / "off.json").exists()
+    from cc_runtime.bench.emulator import _profile_arg
+
+    assert _profile_arg(" H100 ") == "h100"
+
+
+@pytest.mark.timeout(180)
+def test_each_extra_is_recovered_from_its_own_measurement(tmp_path) -> None:
+    """h100's launch, graph-replay and D2D extras are all ~5 us, so a D2D extra derived from the launch
+    timings would pass the round trip above: a profile with three far-apart extras tells them apart.
+    (All under 20 us: the emulator's clock spins for those; longer waits yield the GIL to the simulated
+    device's threads and overshoot on a loaded 2-core machine.)"""
+    from cc_runtime.calibrate import calibrate
+
+    spec = tmp_path / "apart.json"
+    spec.write_text(json.dumps({"name": "apart", "base": "h100", "launch_extra_s": 2e-6,
+                                "graph_replay_extra_s": 10e-6, "d2d_extra_s": 18e-6}))
+    p = calibrate("cpu", quick=True, sim_profile=str(spec))
+    assert p["launch_extra_s"] == pytest.approx(2e-6, abs=3e-6)
+    assert p["graph_replay_extra_s"] == pytest.approx(10e-6, abs=3e-6)
+    assert p["d2d_extra_s"] == pytest.approx(18e-6, abs=3e-6)

@@ -26,3 +26,30 @@ def test_step_bench_counts_crossings_and_reports_spreads():
     assert s["d2h_transfers_per_step"]["max"] == 1.0
     assert {r["loop"] for r in result.rows} == {"decode", "prefill"}
     assert all("source" in v for v in result.model.values()), "computed values name their source"
+
+
+def test_step_bench_runs_torch_single_threaded_on_the_simulated_device_and_restores_it(monkeypatch):
+    """A parallel pack competing with the simulated device's threads costs ms on a small machine (an
+    artefact no GPU host has): the simulated runs use one intra-op thread, and the caller's setting
+    comes back afterwards."""
+    import torch
+
+    from cc_runtime.bench import step
+
+    seen: list[int] = []
+    real = step._run_loop
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(step, "_run_loop", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        step.run(BenchContext(quick=True, device="cpu", emulate="h100",
+                              extra={"batch_sizes": "1", "prefill_tokens": "128", "steps": 2, "reps": 1}))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

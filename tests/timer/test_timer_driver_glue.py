@@ -230,6 +230,15 @@ def test_capture_is_checked_on_the_stream_the_stamp_is_launched_on(monkeypatch, 
     assert drv.launches[-1][:2] == ("cc_globaltimer_stamp", 0x51DE)
     with pytest.raises(RuntimeError, match="CUDA graph capture"):
         timer.event().record()  # on the current (capturing) stream
+    with pytest.raises(RuntimeError, match="CUDA graph capture"):
+        timer.event().record(cpu_streams)  # the current stream passed explicitly: still refused
+    entered = []
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: entered.append(s) or stream_ctx(s))
+    state["capturing"] = None
+    timer.event().record(cpu_streams)
+    assert entered == [], "a stamp on the current stream, passed explicitly, needs no stream switch"
+    timer.event().record(side)
+    assert entered == [side]
 
 
 def test_bindings_that_cannot_load_the_driver_say_so(monkeypatch):
