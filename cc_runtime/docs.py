@@ -76,7 +76,8 @@ def measured_figures(root: Path = ROOT) -> str:
                 continue
             info = value if isinstance(value, dict) else {}
             where = f"batch {info['batch']}" if "batch" in info else str(info.get("kernel", ""))
-            shown = fmt_spread(value)
+            # A count ({"value": v, "n": n}) shows its value; n has its own column.
+            shown = fmt_spread(info["value"] if "value" in info and "median" not in info else value)
             goal = goals.get(key)
             judged = f"{goal.describe()}: {goal.judge(data['summary'])}" if goal else ""
             rows.append(f"| `{rel}` | {device} | {data.get('benchmark', '?')} | `{key}` | "

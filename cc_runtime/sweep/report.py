@@ -59,10 +59,15 @@ def _fmt(v: float | None, digits: int = 1) -> str:
     return "—" if v is None else f"{v:,.{digits}f}"
 
 
+#: Marks a Δ above CC off: neither CC arm can be faster than CC off, so it is noise (n=1), never a gain.
+ABOVE_BASELINE = "†"
+
+
 def _pct(v: float | None, base: float | None) -> str:
     if v is None or not base:
         return "—"
-    return f"{(v - base) / base * 100:+.1f}%"
+    delta = (v - base) / base * 100
+    return f"{delta:+.1f}%" + (ABOVE_BASELINE if delta > 0 else "")
 
 
 def _labels(records: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -89,7 +94,8 @@ def build(records: Sequence[dict[str, Any]], notes: Sequence[str] = ()) -> tuple
     baseline = next((c for c in cols if by_arm_title[c][0].get("arm") == "cc-off"), None)
     lines.append("Output throughput per GPU = the client's output tok/s / GPUs used by the server. "
                  "Δ = (arm − CC off) / CC off for the same cell, from this table's own measurements; one client "
-                 "run per cell (n=1, no spread). TTFT and TPOT are the client's medians in ms.")
+                 "run per cell (n=1, no spread). TTFT and TPOT are the client's medians in ms. "
+                 f"{ABOVE_BASELINE} above CC off: noise, not a gain (CC cannot make serving faster than CC off).")
     lines.append("")
     series: dict[tuple[int, int], Any] = {}
     for isl, osl in sorted({(int(r["isl"]), int(r["osl"])) for r in cells}):

@@ -28,6 +28,9 @@ def test_measured_figures_come_from_the_committed_json_with_their_spread(tmp_pat
                     "note": "text is not a figure"},
         "model": {"step_ms": {"value": 3.0, "source": "configured"}},
     })
+    _write(tmp_path, "benchmarks/results/cpu-simulated/emulator.json", {
+        "benchmark": "emulator", "environment": {"device_kind": "simulated"},
+        "summary": {"event_invalid_fraction": {"value": 0.2125, "n": 80}}})
     table = docs.measured_figures(tmp_path)
     line = next(ln for ln in table.splitlines() if "`ratio_vs_cc_off`" in ln)
     assert "0.93 [0.9-1.02] (above 1.0: noise, not a gain)" in line and "| 5 |" in line
@@ -36,6 +39,8 @@ def test_measured_figures_come_from_the_committed_json_with_their_spread(tmp_pat
     assert "readback_errors == 0: met" in table
     assert "step_ms" not in table, "model values are not measured figures"
     assert "note" not in table
+    # A count shows its value, its n in the n column (not the dict's repr).
+    assert "| `event_invalid_fraction` | 0.212 | 80 |" in table
     # The figures follow the file: change it and the README block changes.
     _write(tmp_path, "benchmarks/results/cpu-simulated/readback.json", {
         "benchmark": "readback", "environment": {"device_kind": "simulated"},

@@ -124,13 +124,6 @@ def test_calibrate_observes_each_switch(switch: str, step, key: str, value: bool
 
 # -- the GPU emulator's charging logic (stand-in backend) ------------------------------------------
 
-@pytest.fixture
-def sim():
-    dev = SimDevice(None)
-    yield dev
-    dev.shutdown()
-
-
 @pytest.fixture(autouse=True)
 def _clean():
     yield

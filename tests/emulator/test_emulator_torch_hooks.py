@@ -25,13 +25,6 @@ from cc_runtime.patching import Patch, PatchContext
 TENSOR_ATTRS = ("to", "copy_", "cpu", "tolist", "item", "cuda")
 
 
-@pytest.fixture
-def sim():
-    dev = SimDevice(None)
-    yield dev
-    dev.shutdown()
-
-
 @pytest.fixture(autouse=True)
 def _clean_state():
     detect.reset()

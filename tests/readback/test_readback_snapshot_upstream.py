@@ -24,7 +24,6 @@ from test_readback_sglang_upstream import (  # noqa: F401 - fixtures
     cuda,
     make_result,
     sg,
-    sglang_version,
 )
 
 torch = pytest.importorskip("torch")

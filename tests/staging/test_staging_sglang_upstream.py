@@ -19,7 +19,6 @@ device=)`` is one crossing under CC); the patched crossings are counted by the s
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from types import SimpleNamespace
@@ -31,7 +30,6 @@ torch = pytest.importorskip("torch")
 
 import cc_runtime  # noqa: E402
 from cc_runtime import runtime  # noqa: E402
-from cc_runtime.patching import installed_version  # noqa: E402
 
 pytestmark = [pytest.mark.upstream, pytest.mark.timeout(300)]
 
@@ -39,13 +37,8 @@ PATCH_FOR = {"0.5.12": "sglang.h2d_staging", "0.5.23": "sglang.h2d_staging_primi
 
 
 @pytest.fixture
-def sg(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    wanted = os.environ.get("CC_RUNTIME_TEST_SGLANG")
-    if not wanted:
-        pytest.skip("not in an upstream-* nox session (CC_RUNTIME_TEST_SGLANG unset)")
-    pytest.importorskip("sglang")
-    got = installed_version("sglang")
-    assert got == wanted, f"session promised SGLang {wanted}, found {got}"
+def sg(sglang_version: str, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    got = sglang_version
     if got not in PATCH_FOR:
         pytest.skip(f"no staging test recipe for SGLang {got}")
     from sglang.srt.managers import schedule_batch

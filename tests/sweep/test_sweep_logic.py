@@ -185,6 +185,10 @@ def test_report_table_has_the_seed_layout_and_labels(tmp_path):
     assert head.index("CC off tok/s/GPU") < head.index("emulated CC (h100) tok/s/GPU") < head.index("Δ emulated")
     row4 = next(ln for ln in md.splitlines() if ln.startswith("| 4 |")).split(" | ")
     assert row4[1:5] == ["100.0", "92.5", "-7.5%", "98.0"] and "-2.0%" in row4
+    # A Δ above CC off is flagged as noise, never shown as a plain gain.
+    md_up, _ = report.build([_rec("cc-off", 4, tput=100.0), _rec("cc+cc_runtime", 4, tput=103.0)])
+    assert "| +3.0%† |" in md_up and "† above CC off: noise, not a gain" in md_up
+    assert "†" not in row4[3]
     row8 = next(ln for ln in md.splitlines() if ln.startswith("| 8 |"))
     assert "failed" in row8
     assert "EMULATED CC" in md and "TEST SERVER" not in md

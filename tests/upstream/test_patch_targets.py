@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import os
 
 import pytest
 
@@ -15,16 +14,6 @@ from cc_runtime import runtime
 from cc_runtime.patching import installed_version, version_in_range
 
 pytestmark = pytest.mark.upstream
-
-
-@pytest.fixture
-def sglang_version():
-    wanted = os.environ.get("CC_RUNTIME_TEST_SGLANG")
-    if not wanted:
-        pytest.skip("not in an upstream-* nox session (CC_RUNTIME_TEST_SGLANG unset)")
-    got = installed_version("sglang")
-    assert got == wanted, f"session promised SGLang {wanted}, found {got}"
-    return got
 
 
 @pytest.mark.timeout(600)

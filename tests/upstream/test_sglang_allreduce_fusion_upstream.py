@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 from collections.abc import Iterator
 from enum import Enum
 from types import SimpleNamespace
@@ -34,7 +33,6 @@ torch = pytest.importorskip("torch")
 
 import cc_runtime  # noqa: E402
 from cc_runtime import runtime  # noqa: E402
-from cc_runtime.patching import installed_version  # noqa: E402
 
 pytestmark = [pytest.mark.upstream, pytest.mark.timeout(300)]
 
@@ -109,17 +107,6 @@ class WorkspaceRecorder:
         if kwargs.get("use_symm_dev_mem"):
             return ipc, torch.zeros(1), ["symm-handle"], metadata
         return ipc, torch.zeros(1), metadata
-
-
-@pytest.fixture
-def sglang_version() -> str:
-    wanted = os.environ.get("CC_RUNTIME_TEST_SGLANG")
-    if not wanted:
-        pytest.skip("not in an upstream-* nox session (CC_RUNTIME_TEST_SGLANG unset)")
-    pytest.importorskip("sglang")
-    got = installed_version("sglang")
-    assert got == wanted, f"session promised SGLang {wanted}, found {got}"
-    return got
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -34,17 +33,6 @@ from cc_runtime.patching import installed_version  # noqa: E402
 pytestmark = [pytest.mark.upstream, pytest.mark.timeout(300)]
 
 PAGE = 4
-
-
-@pytest.fixture
-def sglang_version() -> str:
-    wanted = os.environ.get("CC_RUNTIME_TEST_SGLANG")
-    if not wanted:
-        pytest.skip("not in an upstream-* nox session (CC_RUNTIME_TEST_SGLANG unset)")
-    pytest.importorskip("sglang")
-    got = installed_version("sglang")
-    assert got == wanted, f"session promised SGLang {got}, found {got}"
-    return got
 
 
 class GpuCudart:
