@@ -46,6 +46,25 @@ def _align(n: int, align: int) -> int:
     return (n + align - 1) // align * align
 
 
+# A decode loop reads back the same dtypes and shapes every step: plan each signature once.
+_PLANS: dict[tuple[Any, ...], tuple[Layout, _Recipe]] = {}
+_PLANS_MAX = 256
+_PADS: dict[Any, torch.Tensor] = {}  # one never-read 16-byte pad per device, reused by every pack
+
+
+def _planned(tensors: Sequence[torch.Tensor]) -> tuple[Layout, _Recipe]:
+    """``plan(tensors)`` and its unpack recipe, cached by (dtype, shape) signature."""
+    key = tuple([(t.dtype, t.shape) for t in tensors])
+    hit = _PLANS.get(key)
+    if hit is None:
+        layout = plan(tensors)
+        hit = (layout, _recipe(layout))
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()  # shapes that change every step: keep the cache bounded, not clever
+        _PLANS[key] = hit
+    return hit
+
+
 def plan(tensors: Sequence[torch.Tensor], align: int = ALIGN) -> Layout:
     """Byte offsets for ``tensors`` packed in order, each segment aligned to ``align`` bytes."""
     if align < 1 or align & (align - 1):
@@ -71,8 +90,10 @@ def _byte_pieces(tensors: Sequence[torch.Tensor], layout: Layout, pad: torch.Ten
         if seg.offset > cursor:
             pieces.append(pad[: seg.offset - cursor])
         if seg.nbytes:
-            flat = t.reshape(-1)  # a copy only when t is not contiguous
-            pieces.append(flat.view(torch.uint8) if flat.dtype != torch.uint8 else flat)
+            # contiguous() copies only a strided tensor; reshape(-1) would keep a 1-D one strided, and
+            # a strided tensor cannot be viewed as bytes.
+            flat = t.contiguous().view(-1)
+            pieces.append(flat.view(torch.uint8) if seg.dtype != torch.uint8 else flat)
         cursor = seg.offset + seg.nbytes
     if layout.nbytes > cursor:
         pieces.append(pad[: layout.nbytes - cursor])
@@ -86,11 +107,13 @@ def pack(tensors: Sequence[torch.Tensor], backend: DeviceBackend | None = None,
 
     if not tensors:
         raise ValueError("nothing to pack")
-    layout = layout or plan(tensors)
+    layout = layout or _planned(tensors)[0]
     device = tensors[0].device
     backend = backend or backend_for(device)
     buf = backend.device_empty(layout.nbytes, tensors[0])
-    pad = torch.empty(ALIGN, dtype=torch.uint8, device=device)  # padding bytes are never read
+    pad = _PADS.get(device)
+    if pad is None:  # padding bytes are never read, so one pad per device serves every pack
+        pad = _PADS[device] = torch.empty(ALIGN, dtype=torch.uint8, device=device)
 
     def kernel() -> None:
         pieces = _byte_pieces(tensors, layout, pad)
@@ -101,8 +124,33 @@ def pack(tensors: Sequence[torch.Tensor], backend: DeviceBackend | None = None,
     return buf, layout
 
 
-def unpack(host: torch.Tensor, layout: Layout) -> list[torch.Tensor]:
-    """Views of the host byte buffer, one per packed tensor (no copies)."""
+@dataclass(frozen=True)
+class _Recipe:
+    """How to cut a host buffer into typed views: one dtype view per distinct dtype, then one
+    ``as_strided`` per segment (half the torch calls of slice + view + reshape per segment)."""
+
+    dtypes: tuple[Any, ...]
+    #: per segment: (index into dtypes, element offset in that dtype, shape, contiguous strides)
+    cuts: tuple[tuple[int, int, tuple[int, ...], tuple[int, ...]], ...]
+
+
+def _recipe(layout: Layout) -> _Recipe:
+    dtypes: list[Any] = []
+    cuts = []
+    for seg in layout.segments:
+        if seg.dtype not in dtypes:
+            dtypes.append(seg.dtype)
+        itemsize = seg.dtype.itemsize
+        strides: list[int] = []
+        acc = 1
+        for n in reversed(seg.shape):
+            strides.append(acc)
+            acc *= max(n, 1)
+        cuts.append((dtypes.index(seg.dtype), seg.offset // itemsize, seg.shape, tuple(reversed(strides))))
+    return _Recipe(tuple(dtypes), tuple(cuts))
+
+
+def _unpack_slow(host: torch.Tensor, layout: Layout) -> list[torch.Tensor]:
     import torch
 
     out: list[torch.Tensor] = []
@@ -113,10 +161,20 @@ def unpack(host: torch.Tensor, layout: Layout) -> list[torch.Tensor]:
     return out
 
 
-def _coalescable(t: torch.Tensor, max_bytes: int) -> bool:
-    import torch
+def _unpack(host: torch.Tensor, layout: Layout, recipe: _Recipe) -> list[torch.Tensor]:
+    try:
+        bases = [host.view(dt) for dt in recipe.dtypes]
+        starts = [b.storage_offset() for b in bases]
+        return [bases[d].as_strided(shape, strides, starts[d] + off) for d, off, shape, strides in recipe.cuts]
+    except RuntimeError:
+        # A buffer whose size or offset does not divide by an element size (not one read_coalesced
+        # allocates): cut it segment by segment instead.
+        return _unpack_slow(host, layout)
 
-    return t.layout == torch.strided and not t.is_quantized and t.numel() * t.element_size() <= max_bytes
+
+def unpack(host: torch.Tensor, layout: Layout) -> list[torch.Tensor]:
+    """Views of the host byte buffer, one per packed tensor (no copies)."""
+    return _unpack(host, layout, _recipe(layout))
 
 
 def _keep_alive_on_stream(tensors: Sequence[torch.Tensor], backend: DeviceBackend) -> None:
@@ -149,28 +207,39 @@ def read_coalesced(
     import torch
 
     out: list[Any] = list(tensors)
-    device_idx = [i for i, t in enumerate(tensors) if isinstance(t, torch.Tensor)
-                  and (backend.is_device_tensor(t) if backend is not None else t.device.type != "cpu")]
-    if not device_idx:
+    # One pass (the worker pays every call on each step): which items cross, and which coalesce.
+    tensor_type, strided = torch.Tensor, torch.strided
+    is_dev = backend.is_device_tensor if backend is not None else None
+    first_device = None
+    group: list[int] = []
+    alone: list[int] = []
+    for i, t in enumerate(out):
+        if not isinstance(t, tensor_type) or not (is_dev(t) if is_dev is not None else t.device.type != "cpu"):
+            continue
+        device = t.device
+        if first_device is None:
+            first_device = device
+        if device == first_device and t.layout == strided and not t.is_quantized \
+                and t.numel() * t.element_size() <= max_coalesce_bytes:
+            group.append(i)
+        else:
+            alone.append(i)
+    if first_device is None:
         return out
-    first_device = tensors[device_idx[0]].device
     backend = backend or backend_for(first_device)
-    group = [i for i in device_idx
-             if tensors[i].device == first_device and _coalescable(tensors[i], max_coalesce_bytes)]
-    grouped = set(group)
-    alone = [i for i in device_idx if i not in grouped]
     if len(group) == 1:
         alone, group = sorted(alone + group), []
 
     if group:
         srcs = [tensors[i] for i in group]
-        buf, layout = pack(srcs, backend)
+        layout, recipe = _planned(srcs)
+        buf, layout = pack(srcs, backend, layout)
         host = torch.empty(layout.nbytes, dtype=torch.uint8, pin_memory=pin_memory)
         if layout.nbytes:
             backend.copy_to_host(host, buf, non_blocking=non_blocking)
         if non_blocking:
             _keep_alive_on_stream(srcs, backend)
-        for i, view in zip(group, unpack(host, layout), strict=True):
+        for i, view in zip(group, _unpack(host, layout, recipe), strict=True):
             out[i] = view
     for i in alone:
         src = tensors[i]
