@@ -24,7 +24,7 @@ worker's CPU inside those waits is measured too, on the same thread over the sam
 (``cc_runtime.emulator.clock.charged_cpu_s``): ``worker_cc_charge_cpu_us_per_step``; and
 ``worker_own_cpu_us_per_step`` = measured total minus measured charge, per run: what cc_runtime's
 own code (queueing, waiting, packing, unpacking, hand-offs) costs the worker. The worker goal applies
-to the own part, because the charge is set by the profile (~27-34 us per step for h100 at batch
+to the own part, because the charge is set by the profile (~25-31 us per step for h100 at batch
 1-256, under ``model``), not by cc_runtime; the total and the charge stay in the summary beside it.
 Both halves run on the simulated device's Python and threads, so they are *simulated* figures: a
 CPU that sleeps between 3 ms steps runs the worker's torch calls with cold caches (a
