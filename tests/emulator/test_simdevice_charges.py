@@ -146,3 +146,17 @@ def test_inline_launch_failure_is_the_streams_sticky_error_not_an_exception_at_l
             s.synchronize(10)
         assert isinstance(info.value.__cause__, ValueError)
         assert later == []  # skipped after the failure, as CUDA's sticky error skips later work
+
+
+def test_a_long_wait_blocks_for_the_bulk_and_spins_only_at_the_end():
+    # A simulated kernel of 10 ms must not keep a core busy for 10 ms (two cores run this whole suite):
+    # the thread sleeps until shortly before the deadline and spins only for the last stretch.
+    def wait() -> tuple[float, float]:
+        w0, c0 = time.perf_counter(), time.thread_time()
+        for _ in range(5):
+            clock.wait_s(0.01)
+        return time.perf_counter() - w0, time.thread_time() - c0
+
+    wall, cpu = _in_thread(wait)
+    assert wall >= 0.05
+    assert cpu < 0.3 * wall, (wall, cpu)
