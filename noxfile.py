@@ -105,6 +105,9 @@ UPSTREAM_IMPORT_DEPS = [
     "compressed-tensors==0.18.0",
     "openai==2.8.0",
     "cuda-python==13.4.4",
+    # SGLang's benchmark client (sglang.benchmark.datasets imports mmmu, which imports `datasets` at
+    # import time); `cc-runtime sweep` runs that client, and tests/sweep runs it against the test server.
+    "datasets==5.2.0",
 ]
 
 SGLANG_0_5_23 = ["sglang==0.5.23", "flashinfer-python==0.7.2.post1"]

@@ -28,7 +28,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("emulator", "timer", "readback", "prefill")
+BENCHMARKS = ("emulator", "timer", "readback", "prefill", "step")
 SMOKE_BUDGET_S = 170.0
 SMOKE_TESTS = ["tests/timer/test_timer_gpu.py"]
 SMOKE_READBACK = ["--batch-sizes", "1,64", "--steps", "30", "--reps", "2"]

@@ -1,23 +1,34 @@
 """cc_runtime: make LLM inference fast under NVIDIA Confidential Computing.
 
-``import cc_runtime`` detects CC through NVML and, only when CC is on (or forced with
-``CC_RUNTIME_CC=1``, or emulated with ``CC_RUNTIME_EMULATE=<profile>``), patches SGLang, FlashInfer,
-Triton and torch inductor as they are imported. Off CC it changes nothing but one environment variable
-(``CC_RUNTIME_BOOTSTRAP=1``) that lets spawned Python children make the same decision for themselves.
+``import cc_runtime`` validates every ``CC_RUNTIME_*`` setting, detects CC through NVML (or inherits
+the decision its parent process exported) and, only when CC is on (or forced with ``CC_RUNTIME_CC=1``,
+or emulated with ``CC_RUNTIME_EMULATE=<profile>``), patches SGLang, FlashInfer, Triton and torch
+inductor as they are imported. Off CC it changes nothing but two internal variables
+(``CC_RUNTIME_BOOTSTRAP=1`` and ``CC_RUNTIME_DECISION``) that let spawned Python children reach the same
+decision cheaply; with an invalid setting it prints one line and changes nothing at all.
+
+Kept cheap on purpose: off CC this imports only ``cc_runtime.settings`` and ``cc_runtime.runtime``
+(and ``detect`` with nvidia-ml-py when NVML must be asked); everything else loads on first use.
 """
 
 from __future__ import annotations
 
-import logging
-
-from .detect import CCState, cc_state
 from .runtime import activate, deactivate
 from .settings import SettingsError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from .detect import CCState
 
 __version__ = "0.1.0"
 __all__ = ["CCState", "SettingsError", "activate", "cc_state", "deactivate", "status", "__version__"]
 
-logging.getLogger("cc_runtime").addHandler(logging.NullHandler())
+
+def cc_state() -> CCState:
+    """What cc_runtime believes about CC in this process (see :class:`cc_runtime.detect.CCState`)."""
+    from .detect import cc_state as _cc_state
+
+    return _cc_state()
 
 
 def status() -> dict:
@@ -25,6 +36,14 @@ def status() -> dict:
     from .doctor import collect
 
     return collect()
+
+
+def __getattr__(name: str) -> object:
+    if name == "CCState":
+        from .detect import CCState
+
+        return CCState
+    raise AttributeError(f"module 'cc_runtime' has no attribute {name!r}")
 
 
 def _auto() -> None:

@@ -9,53 +9,108 @@ only checks ``ccFeature`` and so misses protected-PCIe machines; SGLang 0.5.23 a
 
 from __future__ import annotations
 
-import ctypes
 import threading
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from types import ModuleType
-from typing import Any
 
 from . import settings as _settings
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 _CPU_TEE = {0: "none", 1: "amd-sev", 2: "intel-tdx", 3: "amd-sev-snp", 4: "amd-snp-vtom"}
 _ENVIRONMENT = {0: "unavailable", 1: "sim", 2: "prod"}
 _MULTI_GPU = {0: "none", 1: "protected-pcie", 2: "nvlink-encryption"}
 
 
-@dataclass(frozen=True)
+_FIELDS = ("enabled", "source", "reason", "mode", "real", "profile", "environment", "multi_gpu_mode",
+           "devtools", "gpus_ready", "cpu_tee", "details")
+
+
 class CCState:
-    """What cc_runtime believes about CC in this process.
+    """What cc_runtime believes about CC in this process (immutable).
 
     ``enabled`` is what gates every patch: true for real CC, forced CC and emulated CC alike.
     ``real`` is true only when NVML says the hardware is in CC mode (the emulator refuses then).
+    ``source``: nvml | env | emulated | none | disabled. A plain class, not a dataclass: this module is
+    imported at every bootstrapped process start, and dataclasses pulls in ``inspect``.
     """
 
+    __slots__ = _FIELDS
     enabled: bool
     source: str
     reason: str
-    mode: str = "off"  # off | on | devtools | protected-pcie | forced | emulated
-    real: bool = False
-    profile: str | None = None
-    environment: str | None = None
-    multi_gpu_mode: str | None = None
-    devtools: bool | None = None
-    gpus_ready: bool | None = None
-    cpu_tee: str | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
+    mode: str  # off | on | devtools | protected-pcie | forced | emulated | disabled
+    real: bool
+    profile: str | None
+    environment: str | None
+    multi_gpu_mode: str | None
+    devtools: bool | None
+    gpus_ready: bool | None
+    cpu_tee: str | None
+    details: Mapping[str, Any]
+
+    def __init__(self, enabled: bool, source: str, reason: str, mode: str = "off", real: bool = False,
+                 profile: str | None = None, environment: str | None = None,
+                 multi_gpu_mode: str | None = None, devtools: bool | None = None,
+                 gpus_ready: bool | None = None, cpu_tee: str | None = None,
+                 details: Mapping[str, Any] | None = None) -> None:
+        values = (enabled, source, reason, mode, real, profile, environment, multi_gpu_mode, devtools,
+                  gpus_ready, cpu_tee, dict(details or {}))
+        for name, value in zip(_FIELDS, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("CCState is immutable")
+
+    def _tuple(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f) if f != "details" else sorted(self.details.items()) for f in _FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CCState) and self._tuple() == other._tuple()
+
+    def __hash__(self) -> int:
+        return hash(self._tuple()[:6])
+
+    def __repr__(self) -> str:
+        return "CCState(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in _FIELDS) + ")"
 
     @property
     def label(self) -> str:
-        """The state every JSON output carries: ``off``, ``on`` or ``emulated:<profile>``."""
+        """The state every JSON output carries: ``off``, ``on``, ``emulated:<profile>`` or ``disabled``."""
+        if self.source == "disabled":
+            return "disabled"
         if self.source == "emulated":
             return f"emulated:{self.profile}"
         return "on" if self.enabled else "off"
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f: getattr(self, f) for f in _FIELDS}
         d["label"] = self.label
         d["details"] = dict(self.details)
         return d
+
+
+def disabled_state() -> CCState:
+    return CCState(False, "disabled", "CC_RUNTIME_DISABLE=1: cc_runtime does nothing in this process",
+                   mode="disabled")
+
+
+def to_decision(state: CCState, cc_raw: str, emulate_raw: str) -> str:
+    """The decision a parent exports (``CC_RUNTIME_DECISION``), with the inputs it was made from."""
+    import json
+
+    return json.dumps({"v": 1, "enabled": state.enabled, "real": state.real, "source": state.source,
+                       "mode": state.mode, "reason": state.reason, "profile": state.profile,
+                       "cc": cc_raw, "emulate": emulate_raw}, separators=(",", ":"))
+
+
+def from_decision(data: Mapping[str, Any]) -> CCState:
+    return CCState(bool(data["enabled"]), str(data["source"]), f"inherited from the parent process: {data['reason']}",
+                   mode=str(data["mode"]), real=bool(data["real"]), profile=data.get("profile"),
+                   details={"inherited": True})
 
 
 def _import_pynvml() -> ModuleType | None:
@@ -66,9 +121,32 @@ def _import_pynvml() -> ModuleType | None:
     return pynvml
 
 
+def _nvml_library_missing() -> str | None:
+    """Why NVML's library cannot be loaded, checked before importing nvidia-ml-py.
+
+    On a machine without an NVIDIA driver this answers "off" for the cost of a dlopen, instead of
+    importing pynvml (~15 ms: ctypes.util, subprocess, tempfile) to learn the same. Linux only (pynvml
+    searches other paths elsewhere); the same library name pynvml loads.
+    """
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError as exc:
+        return f"libnvidia-ml.so.1 cannot be loaded ({exc})"
+    return None
+
+
 def probe_nvml(pynvml: ModuleType | None = None) -> CCState:
     """Read CC state from NVML. Every failure becomes ``CCState(enabled=False, reason=...)``."""
     if pynvml is None:
+        missing = _nvml_library_missing()
+        if missing:
+            return CCState(False, "none", f"NVML unavailable (no GPU or driver): {missing}")
         pynvml = _import_pynvml()
     if pynvml is None:
         return CCState(False, "none", "nvidia-ml-py (pynvml) is not installed")
@@ -88,6 +166,8 @@ def probe_nvml(pynvml: ModuleType | None = None) -> CCState:
 
 
 def _read_cc(pynvml: ModuleType) -> CCState:
+    import ctypes
+
     extra: dict[str, Any] = {}
     ready = _optional(lambda: pynvml.nvmlSystemGetConfComputeGpusReadyState())
     caps = _optional(lambda: pynvml.nvmlSystemGetConfComputeCapabilities())
@@ -154,8 +234,16 @@ def resolve(
 ) -> CCState:
     """Combine arguments, environment and NVML into one state (uncached).
 
-    Raises SettingsError for invalid settings; the automatic bootstrap catches that.
+    Raises SettingsError for invalid settings; the automatic bootstrap catches that. Without explicit
+    arguments, a decision inherited from the parent process (``CC_RUNTIME_DECISION``) is reused when it
+    was made from the same ``CC_RUNTIME_CC`` / ``CC_RUNTIME_EMULATE`` this process sees: a child with
+    its own setting decides for itself, every other child skips NVML.
     """
+    if cc is None and emulate is None:
+        inherited = _settings.get("CC_RUNTIME_DECISION", None, env)
+        if (inherited is not None and inherited["cc"] == _settings.raw("CC_RUNTIME_CC", env)
+                and inherited["emulate"] == _settings.raw("CC_RUNTIME_EMULATE", env)):
+            return from_decision(inherited)
     cc_setting = _settings.get("CC_RUNTIME_CC", cc, env)
     emulate_setting = _settings.get("CC_RUNTIME_EMULATE", emulate, env)
     if emulate_setting:

@@ -35,7 +35,7 @@ def _versions() -> dict[str, str | None]:
 
 
 def _gpu() -> dict[str, Any]:
-    info: dict[str, Any] = {"nvml": None, "driver": None, "devices": [], "torch_cuda": None}
+    info: dict[str, Any] = {"nvml": None, "driver": None, "driver_cuda": None, "devices": [], "torch_cuda": None}
     try:
         import pynvml
 
@@ -43,6 +43,11 @@ def _gpu() -> dict[str, Any]:
         try:
             drv = pynvml.nvmlSystemGetDriverVersion()
             info["driver"] = drv.decode() if isinstance(drv, bytes) else drv
+            try:  # the CUDA version the driver supports, e.g. 12080 -> "12.8"
+                v = int(pynvml.nvmlSystemGetCudaDriverVersion_v2())
+                info["driver_cuda"] = f"{v // 1000}.{v % 1000 // 10}"
+            except Exception:  # noqa: BLE001 - older nvidia-ml-py
+                pass
             for i in range(pynvml.nvmlDeviceGetCount()):
                 h = pynvml.nvmlDeviceGetHandleByIndex(i)
                 name = pynvml.nvmlDeviceGetName(h)
@@ -93,23 +98,22 @@ def _patches() -> list[dict[str, Any]]:
         return [{"name": "?", "target": "?", "status": "error", "reason": str(exc), "upstream": ""}]
 
 
-def _settings() -> dict[str, Any]:
-    import os
+def _activation() -> dict[str, Any]:
+    try:
+        from .runtime import describe
 
-    from .settings import VARS, SettingsError, get
+        return describe()
+    except Exception as exc:  # noqa: BLE001
+        return {"failure": None, "settings_error": f"error: {exc}"}
 
-    out: dict[str, Any] = {}
-    for name in VARS:
-        try:
-            value = get(name)
-            out[name] = sorted(value) if isinstance(value, frozenset) else value
-        except SettingsError as exc:
-            out[name] = f"INVALID: {exc}"
-        except Exception as exc:  # noqa: BLE001
-            out[name] = f"error: {exc}"
-        if name in os.environ:
-            out[name + " (raw)"] = os.environ[name]
-    return out
+
+def _bootstrap() -> dict[str, Any]:
+    try:
+        from .commands.install_bootstrap import info
+
+        return info()
+    except Exception as exc:  # noqa: BLE001
+        return {"installed": False, "path": None, "fix": f"could not check: {exc}"}
 
 
 def _timer(gpu: dict[str, Any]) -> dict[str, Any] | None:
@@ -127,54 +131,126 @@ def _timer(gpu: dict[str, Any]) -> dict[str, Any] | None:
 
 def collect() -> dict[str, Any]:
     gpu = _gpu()
+    activation = _activation()
     return {
         "cc": _cc(),
+        "activation": {"failure": activation.get("failure"), "settings_error": activation.get("settings_error")},
         "versions": _versions(),
         "gpu": gpu,
         "timer": _timer(gpu),
         "platform": {"system": platform.platform(), "machine": platform.machine(), "executable": sys.executable},
-        "settings": _settings(),
+        "settings": activation.get("settings", {}),
+        "bootstrap": _bootstrap(),
         "patches": _patches(),
     }
 
 
+def _width() -> int:
+    import shutil
+
+    return max(80, min(shutil.get_terminal_size((120, 24)).columns, 140))
+
+
+def _wrap(text: str, first: str, indent: int, width: int | None = None) -> list[str]:
+    """``first`` + text wrapped to the terminal, continuation lines indented (never cut)."""
+    import textwrap
+
+    width = width or _width()
+    lines = textwrap.wrap(str(text), width=max(30, width - indent), break_long_words=True,
+                          break_on_hyphens=False) or [""]
+    return [first.ljust(indent) + lines[0]] + [" " * indent + ln for ln in lines[1:]]
+
+
+def show_setting(name: str, entry: dict[str, Any]) -> str:
+    """A setting as the README writes it: ``*``, ``off``, ``0|1``, ``unset``; then its source."""
+    from .settings import VARS
+
+    value, source = entry.get("value"), entry.get("source")
+    var = VARS.get(name)
+    if source == "default" and var is not None:
+        text = var.default or "unset"
+    elif isinstance(value, bool):
+        text = "1" if value else "0"
+    elif value is None:
+        text = {"CC_RUNTIME_PATCHES": "*", "CC_RUNTIME_EMULATE": "off"}.get(name, "unset")
+    elif isinstance(value, list):
+        text = ",".join(map(str, value))
+    elif isinstance(value, dict):
+        text = f"{'on' if value.get('enabled') else 'off'} ({value.get('source')}: {value.get('reason')})"
+    else:
+        text = str(value)
+    return f"{text}  [{source}]"
+
+
+def _torch_cuda(cuda: Any) -> str:
+    if cuda is None:
+        return "torch not installed"
+    if not isinstance(cuda, dict):
+        return str(cuda)
+    built = f"CUDA {cuda.get('cuda_version')}" if cuda.get("cuda_version") else "CPU-only build (no CUDA)"
+    if cuda.get("available"):
+        return f"available, {built}, device 0: {cuda.get('device')}"
+    return f"not available ({built})"
+
+
 def render(report: dict[str, Any]) -> str:
     cc = report["cc"]
-    lines = [
-        "cc_runtime doctor",
-        f"  CC:        {cc.get('label')} (source: {cc.get('source')}; {cc.get('reason')})",
-    ]
+    col = 14
+    lines = ["cc_runtime doctor"]
+    lines += _wrap(f"{cc.get('label')} (source: {cc.get('source')}) {cc.get('reason')}", "  CC:", col)
     for key in ("mode", "environment", "multi_gpu_mode", "devtools", "gpus_ready", "cpu_tee"):
         if cc.get(key) not in (None, "off"):
             lines.append(f"    {key}: {cc.get(key)}")
+    act = report.get("activation") or {}
+    if act.get("failure"):
+        lines += _wrap(f"FAILED, everything rolled back: {act['failure']}", "  activation:", col)
+    if act.get("settings_error"):
+        lines += _wrap(f"INVALID SETTING: {act['settings_error']}", "  settings:", col)
     gpu = report["gpu"]
-    lines.append(f"  NVML:      {gpu.get('nvml')}")
-    lines.append(f"  driver:    {gpu.get('driver')}")
-    lines.append(f"  GPUs:      {', '.join(gpu.get('devices') or []) or 'none'}")
-    lines.append(f"  torch.cuda: {gpu.get('torch_cuda')}")
+    lines += _wrap(str(gpu.get("nvml")), "  NVML:", col)
+    driver = gpu.get("driver") or ("unknown (NVML unavailable)" if gpu.get("nvml") != "ok" else "unknown")
+    if gpu.get("driver_cuda"):
+        driver += f" (supports CUDA {gpu['driver_cuda']})"
+    lines.append(f"{'  driver:':<{col}}{driver}")
+    lines.append(f"{'  GPUs:':<{col}}{', '.join(gpu.get('devices') or []) or 'none'}")
+    lines += _wrap(_torch_cuda(gpu.get("torch_cuda")), "  torch.cuda:", col)
     if report.get("timer"):
-        lines.append(f"  kernel timer: {report['timer']}")
+        lines += _wrap(str(report["timer"]), "  timer:", col)
+    boot = report.get("bootstrap") or {}
+    if boot.get("installed"):
+        lines.append(f"{'  bootstrap:':<{col}}installed ({boot.get('path')})")
+    else:
+        lines += _wrap(f"WARNING: not installed in this interpreter (expected {boot.get('expected_path')}); "
+                       f"{boot.get('fix')}", "  bootstrap:", col)
     lines.append("  versions:")
     for k, v in report["versions"].items():
         lines.append(f"    {k:<18} {v or 'not installed'}")
-    lines.append("  settings:")
-    for k, v in report["settings"].items():
-        lines.append(f"    {k:<32} {v}")
+    lines.append("  settings (value [source: argument | env | default]):")
+    for k, v in (report.get("settings") or {}).items():
+        lines += _wrap(show_setting(k, v), f"    {k}", 42)
     lines.append("  patches:")
-    lines.append(render_patches(report["patches"], indent="    "))
+    lines.append(render_patches(report["patches"], indent="    ", upstream=False))
     return "\n".join(lines)
 
 
-def render_patches(patches: list[dict[str, Any]], indent: str = "") -> str:
-    rows = [("patch", "target", "status", "reason", "verified on", "upstream")]
+def render_patches(patches: list[dict[str, Any]], indent: str = "", upstream: bool = True) -> str:
+    """Name, target, status, then the reason, the upstream status and the evidence level, wrapped (never cut)."""
+    if not patches:
+        return indent + "(none)"
+    w_name = max(len("patch"), *(len(str(p["name"])) for p in patches))
+    w_target = max(len("target"), *(len(str(p["target"])) for p in patches))
+    w_status = max(len("status"), *(len(str(p["status"])) for p in patches))
+    head = f"{indent}{'patch':<{w_name}}  {'target':<{w_target}}  {'status':<{w_status}}  reason / upstream / verified on"
+    out = [head]
+    col = len(indent) + w_name + w_target + w_status + 6
     for p in patches:
-        level = (p.get("evidence") or {}).get("level", "none")
-        rows.append((p["name"], p["target"], p["status"], p["reason"], level, p["upstream"]))
-    widths = [min(max(len(str(r[i])) for r in rows), 48) for i in range(5)]
-    out = []
-    for r in rows:
-        cells = [str(c)[:w].ljust(w) for c, w in zip(r[:5], widths, strict=False)] + [str(r[5])]
-        out.append(indent + "  ".join(cells))
+        first = f"{indent}{p['name']:<{w_name}}  {p['target']:<{w_target}}  {p['status']:<{w_status}}  "
+        out += _wrap(str(p["reason"]), first, col)
+        if upstream and p.get("upstream"):
+            out += _wrap(f"upstream: {p['upstream']}", "", col)
+        level = (p.get("evidence") or {}).get("level")
+        if level:
+            out += _wrap(f"verified on: {level}", "", col)
     return "\n".join(out)
 
 
@@ -182,3 +258,12 @@ def main_doctor(as_json: bool) -> int:
     report = collect()
     print(json.dumps(report, indent=2, default=str) if as_json else render(report))
     return 0
+
+
+def add_parser(sub: Any) -> None:
+    d = sub.add_parser("doctor", help="environment report: GPU, driver, CC state, settings, bootstrap, patches")
+    d.add_argument("--json", action="store_true", help="machine-readable output (same as cc_runtime.status())")
+
+
+def main(args: Any) -> int:
+    return main_doctor(args.json)

@@ -1,190 +1,421 @@
-"""Every ``CC_RUNTIME_*`` environment variable, in one place.
+"""Every ``CC_RUNTIME_*`` environment variable, in one place, each with its validator.
 
-Stdlib only: the ``.pth`` bootstrap imports this in every Python process, so it must stay cheap and
-must never pull in torch. Parsing is strict (a boolean is ``0`` or ``1``, nothing else) because a
-typo in a deployment should fail loudly in the CLI instead of silently turning a fix off.
+Stdlib only and cheap: the start-up bootstrap runs this in every Python process that inherits
+``CC_RUNTIME_BOOTSTRAP=1``, so it must not pull in torch, logging or dataclasses. Parsing is strict (a
+boolean is ``0`` or ``1``, a number is ASCII digits inside documented bounds) because a typo in a
+deployment must fail loudly instead of silently turning a fix off. Every path (the API, the CLI, the
+automatic import / plugin / ``.pth`` paths) validates through :meth:`Settings.load`, which checks every
+variable up front. No other module reads a ``CC_RUNTIME_*`` name from the environment (a test greps for
+that); the one exception is the start-up gate in ``_cc_runtime_bootstrap``, which only decides whether
+to import cc_runtime at all (and then this module validates the value).
 
-Precedence, everywhere: explicit argument > environment variable > detection > default.
+Values: surrounding spaces, tabs and newlines are trimmed; an empty value counts as unset. Keywords
+are ASCII and case-insensitive. Precedence, everywhere: explicit argument > environment > default.
+
+Other modules add their own variables by appending a :class:`Var` to :data:`VARS` (``add(Var(...))``).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
+
+_TRIM = " \t\r\n"
+_SHOWN_MAX = 60
+
+
+def shorten(value: object, limit: int = _SHOWN_MAX) -> str:
+    """``repr`` of a value for messages; over-long values are cut, with their full length."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 class SettingsError(ValueError):
     """An environment variable or argument holds a value that is not allowed."""
 
-    def __init__(self, var: str, value: str, allowed: str) -> None:
-        super().__init__(f"{var}={value!r} is not valid; allowed: {allowed}")
+    def __init__(self, var: str, value: object, allowed: str, why: str = "") -> None:
+        msg = f"{var}={shorten(value)} is not valid; allowed: {allowed}"
+        super().__init__(msg + (f"; {why}" if why else ""))
         self.var = var
-        self.value = value
+        self.value = value if isinstance(value, str) else str(value)
         self.allowed = allowed
+        self.why = why
 
 
-@dataclass(frozen=True)
 class Var:
-    name: str
-    default: str
-    allowed: str
-    doc: str
-    parse: Callable[[str, str], Any] = field(repr=False)
+    """One variable: its default (as text), what is allowed (as the README shows it), and its parser.
+
+    ``parse(var_name, value)`` gets the trimmed text (or a typed value passed to the API) and returns
+    the documented value or raises :class:`SettingsError`; it must never raise anything else.
+    ``internal`` variables are set by cc_runtime itself (documented, not meant to be set by hand).
+    """
+
+    __slots__ = ("name", "default", "allowed", "doc", "parse", "internal")
+
+    def __init__(self, name: str, default: str, allowed: str, doc: str,
+                 parse: Callable[[str, Any], Any], internal: bool = False) -> None:
+        self.name, self.default, self.allowed, self.doc = name, default, allowed, doc
+        self.parse, self.internal = parse, internal
+
+    @property
+    def attr(self) -> str:
+        """The :class:`Settings` attribute (and ``activate``/``Settings.load`` keyword) for this variable."""
+        return self.name[len("CC_RUNTIME_"):].lower()
+
+    def __repr__(self) -> str:
+        return f"Var({self.name!r})"
 
 
-def _choice(*choices: str) -> Callable[[str, str], str]:
-    def parse(var: str, raw: str) -> str:
-        value = raw.strip().lower()
+# -- validators ---------------------------------------------------------------------------------------
+def _text(var: str, raw: Any, allowed: str) -> str:
+    if not isinstance(raw, str):
+        raise SettingsError(var, raw, allowed, f"expected text, got {type(raw).__name__}")
+    value = raw.strip(_TRIM)
+    if not value.isascii() or not value.isprintable():
+        raise SettingsError(var, raw, allowed, "only printable ASCII is accepted")
+    return value
+
+
+def choice(*choices: str) -> Callable[[str, Any], str]:
+    allowed = "|".join(choices)
+
+    def parse(var: str, raw: Any) -> str:
+        value = _text(var, raw, allowed).lower()
         if value not in choices:
-            raise SettingsError(var, raw, "|".join(choices))
+            raise SettingsError(var, raw, allowed)
         return value
 
     return parse
 
 
-def _bool(var: str, raw: str) -> bool:
-    value = raw.strip()
+def boolean(var: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = _text(var, raw, "0|1")
     if value not in ("0", "1"):
         raise SettingsError(var, raw, "0|1")
     return value == "1"
 
 
-def _patch_list(var: str, raw: str) -> frozenset[str] | None:
-    """``*`` (all) -> None; otherwise a comma-separated allowlist of patch names or prefixes."""
-    value = raw.strip()
-    if value == "*":
+def _digits(text: str, allow_point: bool) -> bool:
+    # str.isdigit() and float() accept Unicode digits ('١'), exponents, 'inf' and 'nan': check by hand.
+    if not text or len(text) > 24 or text.count(".") > (1 if allow_point else 0):
+        return False
+    return any(c in "0123456789" for c in text) and all(c in "0123456789." for c in text)
+
+
+def number(low: float, high: float, allowed: str, *, integer: bool = False, multiple_of: int = 1,
+           low_inclusive: bool = True) -> Callable[[str, Any], float | int]:
+    """A decimal number in ``[low, high]`` (``(low, high]`` without ``low_inclusive``)."""
+
+    def parse(var: str, raw: Any) -> float | int:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            value: float | int = raw
+            if not math.isfinite(value) or (integer and value != int(value)):
+                raise SettingsError(var, raw, allowed)
+            if integer:
+                value = int(value)
+        else:
+            text = _text(var, raw, allowed)
+            if not _digits(text, allow_point=not integer):
+                raise SettingsError(var, raw, allowed)
+            value = int(text) if integer else float(text)
+        below = value < low if low_inclusive else value <= low
+        if below or value > high or (integer and int(value) % multiple_of):
+            raise SettingsError(var, raw, allowed)
+        return value
+
+    return parse
+
+
+def log_level(var: str, raw: Any) -> str:
+    allowed = "DEBUG|INFO|WARNING|ERROR"
+    value = _text(var, raw, allowed).upper()
+    if value not in allowed.split("|"):
+        raise SettingsError(var, raw, allowed)
+    return value
+
+
+_PATCHES_ALLOWED = "* | name[,name...] (a name ending in * is a prefix)"
+
+
+def known_patch_names() -> list[str]:
+    """Names of every registered patch (imports the patch modules: they are cheap, torch-free)."""
+    from .patches import all_patches
+
+    return [p.name for p in all_patches()]
+
+
+def patch_list(var: str, raw: Any) -> frozenset[str] | None:
+    """``*`` (all) -> None; otherwise names or prefixes, each matching at least one registered patch."""
+    text = _text(var, raw, _PATCHES_ALLOWED)
+    if text == "*":
         return None
-    names = frozenset(p.strip() for p in value.split(",") if p.strip())
-    if not names:
-        raise SettingsError(var, raw, "'*' or a comma-separated list of patch names")
+    names = [p.strip(_TRIM) for p in text.split(",")]
+    if not all(names) or len(text) > 2000:
+        raise SettingsError(var, raw, _PATCHES_ALLOWED, "empty name in the list")
+    known = known_patch_names()
     for name in names:
-        if not all(c.isalnum() or c in "._-*" for c in name):
-            raise SettingsError(var, raw, "'*' or a comma-separated list of patch names")
-    return names
+        stem = name[:-1] if name.endswith("*") else name
+        if not stem or "*" in stem or not all(c.isalnum() or c in "._-" for c in stem):
+            raise SettingsError(var, raw, _PATCHES_ALLOWED, f"{shorten(name)} is not a patch name or prefix")
+        matches = [k for k in known if k.startswith(stem)] if name.endswith("*") else [k for k in known if k == name]
+        if not matches:
+            import difflib
+
+            close = difflib.get_close_matches(stem, known, n=3, cutoff=0.5)
+            close += [f"{p}.*" for p in sorted({k.split('.')[0] for k in known}) if p.startswith(stem[:3])][:2]
+            hint = f"did you mean {', '.join(close)}?" if close else f"known patches: {', '.join(known)}"
+            raise SettingsError(var, raw, _PATCHES_ALLOWED, f"{shorten(name)} matches no patch; {hint}")
+    return frozenset(names)
 
 
-def _emulate(var: str, raw: str) -> str | None:
-    value = raw.strip()
+_EMULATE_ALLOWED = "off | h100 | b300 | /path/profile.json"
+
+
+def emulate_profile(var: str, raw: Any) -> str | None:
+    """``off`` -> None; else a built-in profile name or a readable JSON file whose profile validates.
+
+    The same check as ``cc-runtime bench --emulate`` (both load the profile through
+    :func:`cc_runtime.emulator.profiles.load_profile`), done only when emulation is asked for.
+    """
+    if not isinstance(raw, str):
+        raise SettingsError(var, raw, _EMULATE_ALLOWED, f"expected text, got {type(raw).__name__}")
+    value = raw.strip(_TRIM)
     if value.lower() in ("", "off", "0"):
         return None
-    # A profile name (built in) or a path to a JSON profile; validated by the emulator when used,
-    # because the emulator's profile table is not stdlib-cheap to load here.
-    if value.lower() in ("1", "on", "true"):
-        raise SettingsError(var, raw, "off | a profile name (h100, b300) | a path to a JSON profile")
-    return value
-
-
-def _positive_float(var: str, raw: str) -> float:
+    if not value.isprintable():
+        raise SettingsError(var, raw, _EMULATE_ALLOWED, "not printable")
     try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(var, raw, "a positive number") from None
-    if not value > 0:
-        raise SettingsError(var, raw, "a positive number")
-    return value
+        from .emulator.profiles import load_profile
+
+        profile = load_profile(value)
+    except Exception as exc:  # noqa: BLE001 - ProfileError, or anything a hostile path raises
+        raise SettingsError(var, raw, _EMULATE_ALLOWED, str(exc)) from None
+    if not profile.cc:
+        raise SettingsError(var, raw, _EMULATE_ALLOWED, f"profile {profile.name!r} is a CC-off profile")
+    return value.lower() if value.lower() == profile.name and "/" not in value else value
 
 
-def _positive_int(var: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(var, raw, "a positive integer") from None
-    if value <= 0:
-        raise SettingsError(var, raw, "a positive integer")
-    return value
+_DECISION_KEYS = {"enabled": bool, "real": bool, "source": str, "mode": str, "reason": str, "cc": str,
+                  "emulate": str}
 
 
-def _log_level(var: str, raw: str) -> str:
-    value = raw.strip().upper()
-    if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise SettingsError(var, raw, "DEBUG|INFO|WARNING|ERROR")
-    return value
+def decision(var: str, raw: Any) -> dict[str, Any] | None:
+    """The parent process's resolved CC decision (JSON written by cc_runtime), or None."""
+    allowed = "set by cc_runtime (unset it to detect again)"
+    if isinstance(raw, dict):
+        data: Any = raw
+    else:
+        text = _text(var, raw, allowed)
+        if text in ("", "0"):
+            return None
+        import json
+
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise SettingsError(var, raw, allowed, "not JSON") from None
+    if not isinstance(data, dict) or data.get("v") != 1:
+        raise SettingsError(var, raw, allowed, "not a version-1 decision object")
+    for key, kind in _DECISION_KEYS.items():
+        if not isinstance(data.get(key), kind):
+            raise SettingsError(var, raw, allowed, f"field {key!r} missing or not {kind.__name__}")
+    if not (data.get("profile") is None or isinstance(data.get("profile"), str)):
+        raise SettingsError(var, raw, allowed, "field 'profile' must be text or null")
+    return dict(data)
 
 
-VARS: dict[str, Var] = {
-    v.name: v
-    for v in (
-        Var("CC_RUNTIME_CC", "auto", "auto|0|1",
-            "CC state: auto = detect through NVML; 1 = force on (patches apply as if CC were on); "
-            "0 = force off (nothing is patched).", _choice("auto", "0", "1")),
-        Var("CC_RUNTIME_DISABLE", "0", "0|1",
-            "1 turns cc_runtime into a no-op in this process and its children, whatever the CC state.",
-            _bool),
-        Var("CC_RUNTIME_PATCHES", "*", "* | name[,name...]",
-            "Allowlist of patches to apply; a name ending in '*' matches a prefix (e.g. 'sglang.*').",
-            _patch_list),
-        Var("CC_RUNTIME_STRICT", "0", "0|1",
-            "1 raises instead of skipping a patch that cannot apply (for CI and staging).", _bool),
-        Var("CC_RUNTIME_EMULATE", "off", "off | h100 | b300 | /path/profile.json",
-            "Emulate CC's costs and semantics with this profile (never on a machine where real CC is on).",
-            _emulate),
-        Var("CC_RUNTIME_TIMER", "auto", "auto|globaltimer|cuda_event",
-            "Kernel timer for benchmarks and autotuners: auto = globaltimer when available.",
-            _choice("auto", "globaltimer", "cuda_event")),
-        Var("CC_RUNTIME_BOOTSTRAP", "0", "0|1",
-            "Set by `import cc_runtime` and `cc-runtime launch`: the .pth bootstrap activates cc_runtime "
-            "in every Python process that inherits it. Not normally set by hand.", _bool),
-        Var("CC_RUNTIME_LOG_LEVEL", "WARNING", "DEBUG|INFO|WARNING|ERROR",
-            "Level for the 'cc_runtime' logger when the bootstrap paths configure it (the library "
-            "itself adds no handlers).", _log_level),
-        Var("CC_RUNTIME_SHUTDOWN_TIMEOUT_S", "5", "a positive number",
-            "Longest wait for pending readback copies at shutdown and exit.", _positive_float),
-        Var("CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS", "4096", "a positive integer",
-            "Under CC, SGLang's prefill/mixed CUDA graphs are captured up to this many tokens unless the "
-            "server arguments set sizes explicitly (beyond it a forward is compute-bound).", _positive_int),
-    )
-}
+# -- the registry -------------------------------------------------------------------------------------
+SHUTDOWN_TIMEOUT_MAX_S = 3600
+PREFILL_GRAPH_MAX_TOKENS_LIMIT = 32768
+
+VARS: dict[str, Var] = {}
 
 
-def get(name: str, value: Any = None, env: Mapping[str, str] | None = None) -> Any:
-    """Resolve one setting: explicit ``value`` > environment > default.
+def add(var: Var) -> Var:
+    """Register a variable (modules with their own settings call this at import)."""
+    if var.name in VARS and VARS[var.name] is not var:
+        raise ValueError(f"{var.name} is already registered")
+    VARS[var.name] = var
+    return var
+
+
+for _v in (
+    Var("CC_RUNTIME_CC", "auto", "auto|0|1",
+        "CC state: auto = detect through NVML; 1 = force on (patches apply as if CC were on); "
+        "0 = force off (nothing is patched).", choice("auto", "0", "1")),
+    Var("CC_RUNTIME_DISABLE", "0", "0|1",
+        "1 turns cc_runtime into a no-op in this process and its children, whatever the CC state "
+        "(status and doctor report `disabled`).", boolean),
+    Var("CC_RUNTIME_PATCHES", "*", _PATCHES_ALLOWED,
+        "Allowlist of patches to apply (e.g. `sglang.*,triton.autotune_timer`). Every name or prefix "
+        "must match a registered patch; an unknown one is an error that suggests the closest names. "
+        "Opt-in (experimental) patches apply only when named exactly, never through `*` or a prefix.",
+        patch_list),
+    Var("CC_RUNTIME_STRICT", "0", "0|1",
+        "1 fails activation (raises; the .pth bootstrap exits the process) when a patch that should "
+        "apply did not (`skipped` or `failed`); everything applied is rolled back first. For CI.",
+        boolean),
+    Var("CC_RUNTIME_EMULATE", "off", _EMULATE_ALLOWED,
+        "Emulate CC's costs and semantics with this profile: a built-in name or a JSON profile file "
+        "(known fields only, finite non-negative numbers, bandwidths > 0, probabilities in [0, 1]). "
+        "Refused where real CC is on.", emulate_profile),
+    Var("CC_RUNTIME_TIMER", "auto", "auto|globaltimer|cuda_event",
+        "Kernel timer for benchmarks and autotuners: auto = globaltimer when available.",
+        choice("auto", "globaltimer", "cuda_event")),
+    Var("CC_RUNTIME_LOG_LEVEL", "WARNING", "DEBUG|INFO|WARNING|ERROR",
+        "Level for the `cc_runtime` logger, set by the automatic paths (import, plugin, .pth) when "
+        "given (the library itself adds no handlers).", log_level),
+    Var("CC_RUNTIME_SHUTDOWN_TIMEOUT_S", "5", f"number, 0 < s <= {SHUTDOWN_TIMEOUT_MAX_S}",
+        "Longest wait (seconds, ASCII decimal, no exponent) for pending readback copies at shutdown and "
+        "exit.", number(0, SHUTDOWN_TIMEOUT_MAX_S, f"number, 0 < s <= {SHUTDOWN_TIMEOUT_MAX_S}",
+                        low_inclusive=False)),
+    Var("CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS", "4096",
+        f"multiple of 8, 8..{PREFILL_GRAPH_MAX_TOKENS_LIMIT}",
+        "Under CC, SGLang's prefill/mixed CUDA graphs are captured up to this many tokens unless the "
+        "server arguments set sizes explicitly (beyond it a forward is compute-bound).",
+        number(8, PREFILL_GRAPH_MAX_TOKENS_LIMIT, f"multiple of 8, 8..{PREFILL_GRAPH_MAX_TOKENS_LIMIT}",
+               integer=True, multiple_of=8)),
+    Var("CC_RUNTIME_BOOTSTRAP", "0", "0|1",
+        "Internal, set by `import cc_runtime` and `cc-runtime launch`: the .pth bootstrap activates "
+        "cc_runtime in every Python process that inherits it.", boolean, internal=True),
+    Var("CC_RUNTIME_DECISION", "", "set by cc_runtime",
+        "Internal, set by cc_runtime: the parent's resolved CC decision (JSON). A child with the same "
+        "`CC_RUNTIME_CC`/`CC_RUNTIME_EMULATE` reuses it instead of querying NVML again.", decision,
+        internal=True),
+):
+    add(_v)
+
+SOURCES = ("argument", "env", "default")
+
+
+def resolve(name: str, value: Any = None, env: Mapping[str, str] | None = None) -> tuple[Any, str]:
+    """One setting and where it came from: explicit ``value`` > environment > default.
 
     Raises SettingsError (naming the variable and the allowed values) on an invalid value.
     """
     var = VARS[name]
     if value is not None:
-        return var.parse(name, str(value)) if isinstance(value, str) else value
+        return var.parse(name, value), "argument"
     env = os.environ if env is None else env
     raw = env.get(name)
-    if raw is None or raw == "":
-        return var.parse(name, var.default)
-    return var.parse(name, raw)
+    if raw is None or not raw.strip(_TRIM):
+        return var.parse(name, var.default), "default"
+    return var.parse(name, raw), "env"
 
 
-@dataclass(frozen=True)
+def get(name: str, value: Any = None, env: Mapping[str, str] | None = None) -> Any:
+    """Resolve one setting: explicit ``value`` > environment > default (raises SettingsError)."""
+    return resolve(name, value, env)[0]
+
+
+def raw(name: str, env: Mapping[str, str] | None = None) -> str:
+    """The trimmed text of a variable as set ('' when unset), for comparing, never for deciding."""
+    VARS[name]  # noqa: B018 - only registered names
+    return (os.environ if env is None else env).get(name, "").strip(_TRIM)
+
+
+def snapshot(names: Iterable[str]) -> dict[str, str | None]:
+    """The current raw values of registered variables (None = unset), for :func:`restore`."""
+    return {n: os.environ.get(VARS[n].name) for n in names}
+
+
+def restore(saved: Mapping[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(VARS[name].name, None)
+        else:
+            os.environ[VARS[name].name] = value
+
+
+def export(name: str, value: str) -> None:
+    """Set a variable for this process and its children; the value is validated first."""
+    VARS[name].parse(name, value)
+    os.environ[name] = value
+
+
 class Settings:
-    cc: str
-    disable: bool
-    patches: frozenset[str] | None
-    strict: bool
-    emulate: str | None
-    timer: str
-    log_level: str
-    shutdown_timeout_s: float
+    """Every variable of :data:`VARS`, validated at once; ``settings.cc``, ``settings.strict``...
+
+    Attribute names are the variable names without ``CC_RUNTIME_``, lower-cased.
+    """
+
+    __slots__ = ("values", "sources")
+
+    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+        object.__setattr__(self, "values", dict(values))
+        object.__setattr__(self, "sources", dict(sources))
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """All settings at once; keyword overrides win over the environment."""
-        return cls(
-            cc=get("CC_RUNTIME_CC", overrides.get("cc"), env),
-            disable=get("CC_RUNTIME_DISABLE", overrides.get("disable"), env),
-            patches=get("CC_RUNTIME_PATCHES", overrides.get("patches"), env),
-            strict=get("CC_RUNTIME_STRICT", overrides.get("strict"), env),
-            emulate=get("CC_RUNTIME_EMULATE", overrides.get("emulate"), env),
-            timer=get("CC_RUNTIME_TIMER", overrides.get("timer"), env),
-            log_level=get("CC_RUNTIME_LOG_LEVEL", overrides.get("log_level"), env),
-            shutdown_timeout_s=get("CC_RUNTIME_SHUTDOWN_TIMEOUT_S", overrides.get("shutdown_timeout_s"), env),
-        )
+        """All settings at once; keyword overrides (None = not given) win over the environment.
+
+        Raises SettingsError for the first invalid value, after checking every variable.
+        """
+        by_attr = {v.attr: v.name for v in VARS.values()}
+        unknown = sorted(set(overrides) - set(by_attr))
+        if unknown:
+            raise TypeError(f"unknown setting(s) {unknown}; known: {sorted(by_attr)}")
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for name, var in VARS.items():
+            values[name], sources[name] = resolve(name, overrides.get(var.attr), env)
+        return cls(values, sources)
+
+    def __getattr__(self, attr: str) -> Any:
+        try:
+            return self.values["CC_RUNTIME_" + attr.upper()]
+        except KeyError:
+            raise AttributeError(attr) from None
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        raise AttributeError("Settings is read-only")
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{VARS[n].attr}={v!r}' for n, v in self.values.items())})"
+
+    def replace(self, **attrs: Any) -> Settings:
+        """A copy with already-parsed values replaced (not validated: for tests and internal use)."""
+        values, sources = dict(self.values), dict(self.sources)
+        for attr, value in attrs.items():
+            name = "CC_RUNTIME_" + attr.upper()
+            if name not in VARS:
+                raise TypeError(f"unknown setting {attr!r}")
+            values[name], sources[name] = value, "argument"
+        return Settings(values, sources)
+
+    def source(self, name: str) -> str:
+        return self.sources[name]
 
     def patch_allowed(self, name: str) -> bool:
-        if self.patches is None:
+        patterns: Iterable[str] | None = self.values["CC_RUNTIME_PATCHES"]
+        if patterns is None:
             return True
-        for pattern in self.patches:
+        for pattern in patterns:
             if pattern == name or (pattern.endswith("*") and name.startswith(pattern[:-1])):
                 return True
         return False
+
+    def patch_named(self, name: str) -> bool:
+        """Named exactly in CC_RUNTIME_PATCHES (what an opt-in patch needs; '*' and prefixes do not count)."""
+        patterns: Iterable[str] | None = self.values["CC_RUNTIME_PATCHES"]
+        return patterns is not None and name in patterns
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """``{name: {"value", "source", "default"}}`` for status() and doctor (JSON-friendly)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, value in self.values.items():
+            shown = sorted(value) if isinstance(value, frozenset) else value
+            out[name] = {"value": shown, "source": self.sources[name], "default": VARS[name].default or None}
+        return out
 
 
 def markdown_table() -> str:
@@ -192,5 +423,6 @@ def markdown_table() -> str:
     rows = ["| variable | values | default | meaning |", "|---|---|---|---|"]
     for v in VARS.values():
         allowed = v.allowed.replace("|", "\\|")  # a bare | would split the Markdown cell
-        rows.append(f"| `{v.name}` | `{allowed}` | `{v.default}` | {v.doc} |")
+        default = f"`{v.default}`" if v.default else "unset"
+        rows.append(f"| `{v.name}` | `{allowed}` | {default} | {v.doc} |")
     return "\n".join(rows)

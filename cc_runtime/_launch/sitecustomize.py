@@ -8,13 +8,12 @@ import os
 import sys
 
 _here = os.path.dirname(os.path.abspath(__file__))
-if os.environ.get("CC_RUNTIME_BOOTSTRAP") == "1":
-    try:
-        from _cc_runtime_bootstrap import run as _run
-
-        _run()
-    except Exception:  # noqa: BLE001
-        pass
+try:
+    from _cc_runtime_bootstrap import run as _run  # gated on CC_RUNTIME_BOOTSTRAP inside
+except ImportError:
+    _run = None  # type: ignore[assignment]
+if _run is not None:
+    _run()  # never raises; exits the process (status 1) in strict mode (a strict deployment must not run unpatched)
 
 _rest = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 for _p in _rest:

@@ -31,6 +31,8 @@ BENCHMARKS: dict[str, str] = {
     "timer": "cc_runtime.bench.timer",
     "readback": "cc_runtime.bench.readback",
     "prefill": "cc_runtime.bench.prefill",
+    "startup": "cc_runtime.bench.startup",
+    "step": "cc_runtime.bench.step",
 }
 
 __all__ = ["BENCHMARKS", "BenchContext", "BenchResult", "add_bench_parser", "environment", "main_bench",
@@ -70,7 +72,7 @@ def add_bench_parser(sub: Any) -> None:
             desc = getattr(mod, "DESCRIPTION", "") if mod else "(not available in this build)"
         except Exception as exc:  # noqa: BLE001
             mod, desc = None, f"(broken: {exc})"
-        sp = bsub.add_parser(name, help=desc)
+        sp = bsub.add_parser(name, help=desc.replace("%", "%%"))  # argparse %-formats help ("%globaltimer")
         _common_args(sp)
         if mod is not None and hasattr(mod, "add_arguments"):
             mod.add_arguments(sp)
@@ -99,13 +101,43 @@ def run_one(name: str, ctx: BenchContext) -> BenchResult:
     return result
 
 
-def main_bench(args: argparse.Namespace) -> int:
-    try:
-        from ..emulator.profiles import load_profile
+def add_parser(sub: Any) -> None:
+    """The ``cc-runtime bench`` entry of ``cc_runtime.cli.COMMANDS``."""
+    add_bench_parser(sub)
 
-        load_profile(args.emulate)
-    except ValueError as exc:  # ProfileError: unknown name, bad JSON, bad value
-        print(f"cc-runtime bench: --emulate {args.emulate}: {exc}", file=sys.stderr)
+
+def main(args: argparse.Namespace) -> int:
+    return main_bench(args)
+
+
+def _cuda_missing() -> str | None:
+    """Why ``--device cuda`` cannot run here (one line), or None."""
+    try:
+        import torch
+    except Exception as exc:  # noqa: BLE001
+        return f"torch cannot be imported ({type(exc).__name__}: {exc})"
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable GPU"
+    return None
+
+
+def main_bench(args: argparse.Namespace) -> int:
+    if args.device == "cuda":
+        why = _cuda_missing()
+        if why:
+            print(f"cc-runtime bench: --device cuda: {why}; use --device cpu (the simulated device)",
+                  file=sys.stderr)
+            return 2
+    from ..settings import VARS, SettingsError
+
+    try:  # the same check as CC_RUNTIME_EMULATE, in one place (cc_runtime.settings.emulate_profile)
+        if VARS["CC_RUNTIME_EMULATE"].parse("--emulate", args.emulate) is None:
+            raise SettingsError("--emulate", args.emulate, "h100 | b300 | /path/profile.json",
+                                "the emulated arms need a CC profile")
+    except SettingsError as exc:
+        print(f"cc-runtime bench: {exc}", file=sys.stderr)
         return 2
     if args.bench_name:
         ctx = _context(args, quick=args.quick)

@@ -61,6 +61,12 @@ GOALS: tuple[Goal, ...] = (
     Goal("prefill", "max_abs_diff_vs_eager", "<=", 1e-4, "any", "piecewise graphs compute what eager does"),
     Goal("emulator", "max_rel_error_vs_profile", "<=", 0.10, "cuda",
          "with --against PROFILE: every parameter calibrate measures under emulation, within 10% of PROFILE"),
+    Goal("step", "ratio_vs_cc_off", ">=", 0.98, "cuda",
+         "scheduler steps/s under emulated CC with readback + H2D staging, over CC off, worst cell"),
+    Goal("step", "ratio_vs_cc_off", ">=", 0.95, "simulated",
+         "the same on the CPU's simulated device (noisier: threads stand in for the GPU)"),
+    Goal("step", "h2d_transfers_per_step", "<=", 1.0, "any", "one host-to-device crossing per decode step"),
+    Goal("step", "errors", "==", 0.0, "any", "every input and read-back value belongs to its step"),
 )
 
 

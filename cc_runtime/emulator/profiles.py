@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -311,6 +312,9 @@ def profile_from_dict(data: Any, origin: str = "<dict>") -> Profile:
     for key in ("provenance", "spread", "measurements"):
         if not isinstance(data.get(key, {}), dict):
             raise ProfileError(f"{origin}: {key} must be an object")
+    for key, value in data.items():  # JSON allows Infinity and NaN; a user profile must be finite
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ProfileError(f"{origin}: {key} must be a finite number, got {value!r}")
     try:
         return dataclasses.replace(BUILTIN[base_name], sources=sources, **data)
     except TypeError as exc:

@@ -22,6 +22,10 @@ PATCH_MODULES = (
     "flashinfer_timer",      # FlashInfer AutoTuner timer and CC detection gap
     "sglang_readback",       # async, coalesced D2H readback in SGLang's overlap scheduler
     "sglang_prefill_graphs", # prefill / mixed CUDA graphs in SGLang under CC
+    "sglang_hicache",        # HiCache host KV pools without cudaHostRegister; IO backend kernel -> direct
+    "sglang_allreduce_fusion",  # opt-in: FlashInfer allreduce+RMSNorm fusion on the multicast-free workspace
+    "sglang_readback_snapshot", # graph-aliasing readback fields snapshotted on the device, then read async
+    "sglang_staging",        # per-step host->device inputs staged in one crossing on a side stream
 )
 
 

@@ -28,12 +28,10 @@ body recorded is recorded again after that crossing, so ``copy_done.synchronize(
 
 What stays inline (copied on the scheduler thread, still coalesced), and why:
 
-* results with hidden states (``return_hidden_states``): they are views of CUDA-graph output buffers
-  that the next replay rewrites; only a copy queued right behind the forward reads them in time
-  (upstream 0.5.23 keeps them inline for the same reason, and DSpark accept lengths too).
-* on 0.5.12 - 0.5.22, speculative results (accept lengths, draft input), routed-experts / indexer
-  top-k captures and expert-distribution metrics: these may alias capture or graph buffers and we have
-  not verified that they survive the next step on those versions. 0.5.23 routes them as upstream does.
+* results with hidden states (``return_hidden_states``), and on 0.5.12 - 0.5.22 speculative results,
+  routed-experts / indexer captures and expert metrics: they may alias CUDA-graph buffers that the next
+  replay rewrites. Under CC ``sglang_readback_snapshot`` copies them on the device right behind the
+  forward and sends them to the worker; without it (not applied, or a snapshot failed) they stay inline.
 * non-overlap paths (0.5.23's non-overlap speculative path, ``_copy_auxiliary_output_to_cpu``, the
   pipeline-parallel mixin): the scheduler consumes the result in the same iteration, so a worker
   cannot hide the wait; coalescing still removes crossings.
@@ -318,6 +316,8 @@ def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str, d
 
 def _worker_safe(result: Any, return_hidden_states: bool) -> bool:
     """Only plain sampler outputs go to the worker on 0.5.12-0.5.22 (see the module docstring)."""
+    if getattr(result, "cc_runtime_snapshot", None) is not None:  # sglang_readback_snapshot took a copy
+        return getattr(result, "pp_hidden_states_proxy_tensors", None) is None
     logits = getattr(result, "logits_output", None)
     if return_hidden_states and logits is not None and getattr(logits, "hidden_states", None) is not None:
         return False
@@ -395,6 +395,7 @@ def _upstream_worker() -> str | None:
 PATCHES = [
     Patch(
         name="sglang.readback_worker",
+        family="sglang.readback",  # version-specific variants of one fix (strict mode)
         target="sglang",
         versions=">=0.5.12,<0.5.23",
         summary="overlap scheduler reads results back on a worker thread (private stream), one crossing per step",
@@ -407,6 +408,7 @@ PATCHES = [
     ),
     Patch(
         name="sglang.readback_coalesce",
+        family="sglang.readback",  # version-specific variants of one fix (strict mode)
         target="sglang",
         versions=">=0.5.23,<0.5.24",
         summary="keep upstream's D2H worker; coalesce each step's readback tensors into one crossing",

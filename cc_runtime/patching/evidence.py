@@ -67,6 +67,8 @@ EVIDENCE: dict[str, Evidence] = {
         f"{_SG12}: tests/graphs/test_sglang_prefill_graphs_upstream.py",)),
     "sglang.prefill_graphs_0_5_23": Evidence(cpu=(
         f"{_SG23}: tests/graphs/test_sglang_prefill_graphs_upstream.py",)),
+    "sglang.h2d_staging": Evidence(cpu=(f"{_SG12}: tests/staging/test_staging_sglang_upstream.py",)),
+    "sglang.h2d_staging_primitives": Evidence(cpu=(f"{_SG23}: tests/staging/test_staging_sglang_upstream.py",)),
 }
 
 

@@ -39,6 +39,7 @@ class Patch:
     target reads them). ``versions`` is a PEP 440 specifier on the ``target`` distribution.
     ``upstream_has_it`` returns a reason when the installed upstream already does this (then the patch
     is skipped as "upstream"), else None. ``when`` decides from the CC state whether the patch is wanted.
+    ``opt_in``: applies only when named exactly in ``CC_RUNTIME_PATCHES`` (experimental patches).
     """
 
     name: str
@@ -52,6 +53,10 @@ class Patch:
     upstream_has_it: Callable[[], str | None] | None = None
     when: Callable[[CCState], bool] = field(default=_cc_enabled)
     why: str = ""
+    #: Version-specific variants of one fix share a family (default: the target distribution). A patch
+    #: outside its range is "not applicable" when a family member covers the installed version, and
+    #: "skipped" (a strict-mode failure) when none does.
+    family: str | None = None
     #: What the patch has been verified against (real upstream on CPU, GPU, CC hardware); None: the
     #: project's record in :mod:`cc_runtime.patching.evidence`.
     evidence: Evidence | None = None
@@ -60,6 +65,8 @@ class Patch:
         from .evidence import evidence_for
 
         return self.evidence if self.evidence is not None else evidence_for(self.name)
+    #: Experimental patches apply only when named exactly in CC_RUNTIME_PATCHES (not by '*' or a prefix).
+    opt_in: bool = False
 
     def upstream_status(self) -> str:
         return f"{self.upstream}; fixed in {self.fixed_in}" if self.fixed_in else f"{self.upstream}; not fixed upstream"

@@ -1,4 +1,4 @@
-"""The few device operations a readback needs, behind one small protocol.
+"""The few device operations a readback (D2H) or a staged input copy (H2D) needs, behind one small protocol.
 
 The worker and the coalescer call only these, so they never branch on the kind of device: a real GPU
 (``torch.cuda`` or any module shaped like it, e.g. ``torch.get_device_module(device)``), or the
@@ -62,15 +62,50 @@ class DeviceBackend(Protocol):
         """Device->host crossings issued through this backend so far (for benchmarks and tests)."""
         ...
 
+    # -- host->device (used by cc_runtime.staging) --------------------------------------------
+    def copy_to_device(self, dst: torch.Tensor, src: torch.Tensor, *, non_blocking: bool = False) -> None:
+        """One host->device crossing on the current stream."""
+        ...
+
+    def copy_on_device(self, dst: torch.Tensor, src: torch.Tensor) -> bool:
+        """A device->device copy on the current stream (no crossing); True if it already completed."""
+        ...
+
+    def wait_event(self, event: Any) -> None:
+        """Make the current stream wait for ``event`` (device-side; the host does not block)."""
+        ...
+
+    def is_capturing(self) -> bool:
+        """True while the current stream is capturing a graph (no host copies allowed then)."""
+        ...
+
+    def device_bytes(self, nbytes: int) -> torch.Tensor:
+        """An uninitialised uint8 buffer of ``nbytes`` on this device."""
+        ...
+
+    @property
+    def h2d_transfers(self) -> int:
+        """Host->device crossings issued through this backend so far."""
+        ...
+
 
 class _Counting:
     def __init__(self) -> None:
         self._lock = threading.Lock()  # the worker and the caller may both copy
         self._issued = 0
+        self._issued_h2d = 0
 
     def _count_transfer(self) -> None:
         with self._lock:
             self._issued += 1
+
+    def _count_h2d(self) -> None:
+        with self._lock:
+            self._issued_h2d += 1
+
+    @property
+    def h2d_transfers(self) -> int:
+        return self._issued_h2d
 
     @property
     def transfers(self) -> int:
@@ -134,6 +169,27 @@ class DeviceModuleBackend(_Counting):
 
         return torch.empty(nbytes, dtype=torch.uint8, device=like.device)
 
+    def copy_to_device(self, dst: torch.Tensor, src: torch.Tensor, *, non_blocking: bool = False) -> None:
+        self._count_h2d()
+        dst.copy_(src, non_blocking=non_blocking)
+
+    def copy_on_device(self, dst: torch.Tensor, src: torch.Tensor) -> bool:
+        dst.copy_(src, non_blocking=True)
+        return False  # queued
+
+    def wait_event(self, event: Any) -> None:
+        event.wait(self.module.current_stream())
+
+    def is_capturing(self) -> bool:
+        probe = getattr(self.module, "is_current_stream_capturing", None)
+        return bool(probe()) if probe is not None else False
+
+    def device_bytes(self, nbytes: int) -> torch.Tensor:
+        import torch
+
+        kind = self.name.rsplit(".", 1)[-1]  # "torch.cuda" -> "cuda"
+        return torch.empty(nbytes, dtype=torch.uint8, device=torch.device(kind, self.current_device()))
+
 
 class SimDeviceBackend(_Counting):
     """The emulator's simulated device (``cc_runtime.emulator.simdevice.SimDevice``).
@@ -183,6 +239,30 @@ class SimDeviceBackend(_Counting):
         return bool(self.sim.is_device(t))
 
     def device_empty(self, nbytes: int, like: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return self.sim.empty(nbytes, dtype=torch.uint8)  # type: ignore[no-any-return]
+
+    def copy_to_device(self, dst: torch.Tensor, src: torch.Tensor, *, non_blocking: bool = False) -> None:
+        self._count_h2d()
+        self.sim.copy_(dst, src, non_blocking=non_blocking)
+
+    def copy_on_device(self, dst: torch.Tensor, src: torch.Tensor) -> bool:
+        # Plain torch ops on simulated device memory run at once on the host, not in stream order; a
+        # copy onto an idle stream therefore completes before returning, so such reads see it (the cost
+        # is the same D2D); behind queued work it is queued, as on a GPU.
+        idle = bool(self.sim.current_stream().query())
+        self.sim.copy_(dst, src, non_blocking=not idle)
+        return idle
+
+    def wait_event(self, event: Any) -> None:
+        if not event.query():  # a completed event orders nothing; queuing a wait would only delay
+            self.sim.current_stream().wait_event(event)
+
+    def is_capturing(self) -> bool:
+        return bool(self.sim.is_current_stream_capturing())
+
+    def device_bytes(self, nbytes: int) -> torch.Tensor:
         import torch
 
         return self.sim.empty(nbytes, dtype=torch.uint8)  # type: ignore[no-any-return]

@@ -9,7 +9,8 @@ Layout: segments in input order, each starting at a multiple of ``ALIGN`` bytes 
 element size, so every host view is naturally aligned; the host buffer itself comes from torch's
 allocator, which aligns to 64). Tensors larger than ``max_coalesce_bytes`` cross on their own: packing
 them would cost a device copy and extra memory to save one fixed cost that is small next to their
-bandwidth time. Host tensors pass through untouched.
+bandwidth time. Host tensors pass through untouched. The layout code is shared with H2D staging
+(``cc_runtime.packing``).
 """
 
 from __future__ import annotations
@@ -18,112 +19,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..packing import ALIGN, Layout, Segment, plan, unpack
+from ..packing import byte_pieces as _byte_pieces
 from .backend import DeviceBackend, backend_for
 
 if TYPE_CHECKING:
     import torch
 
-ALIGN = 16
+__all__ = ["ALIGN", "DEFAULT_MAX_COALESCE_BYTES", "Layout", "Segment", "pack", "plan", "read_coalesced", "unpack"]
+
 # ~20 us of fixed cost is worth ~60 KB at CC's ~3 GB/s; above 1 MiB a separate crossing costs <7% extra.
 DEFAULT_MAX_COALESCE_BYTES = 1 << 20
 
 
-@dataclass(frozen=True)
-class Segment:
-    offset: int
-    nbytes: int
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Layout:
-    segments: tuple[Segment, ...]
-    nbytes: int
-
-
-def _align(n: int, align: int) -> int:
-    return (n + align - 1) // align * align
-
-
-# A decode loop reads back the same dtypes and shapes every step: plan each signature once.
-_PLANS: dict[tuple[Any, ...], tuple[Layout, _Recipe]] = {}
-_PLANS_MAX = 256
-_PADS: dict[Any, torch.Tensor] = {}  # one never-read 16-byte pad per device, reused by every pack
-
-
-def _planned(tensors: Sequence[torch.Tensor]) -> tuple[Layout, _Recipe]:
-    """``plan(tensors)`` and its unpack recipe, cached by (dtype, shape) signature."""
-    key = tuple([(t.dtype, t.shape) for t in tensors])
-    hit = _PLANS.get(key)
-    if hit is None:
-        layout = plan(tensors)
-        hit = (layout, _recipe(layout))
-        if len(_PLANS) >= _PLANS_MAX:
-            _PLANS.clear()  # shapes that change every step: keep the cache bounded, not clever
-        _PLANS[key] = hit
-    return hit
-
-
-def plan(tensors: Sequence[torch.Tensor], align: int = ALIGN) -> Layout:
-    """Byte offsets for ``tensors`` packed in order, each segment aligned to ``align`` bytes."""
-    if align < 1 or align & (align - 1):
-        raise ValueError(f"align must be a power of two, got {align}")
-    segs: list[Segment] = []
-    offset = 0
-    for t in tensors:
-        if t.element_size() > align:
-            raise ValueError(f"align={align} is smaller than the element size of {t.dtype}")
-        offset = _align(offset, align)
-        nbytes = t.numel() * t.element_size()
-        segs.append(Segment(offset, nbytes, t.dtype, tuple(t.shape)))
-        offset += nbytes
-    return Layout(tuple(segs), _align(offset, align) if segs else 0)
-
-
-def _byte_pieces(tensors: Sequence[torch.Tensor], layout: Layout, pad: torch.Tensor) -> list[torch.Tensor]:
-    import torch
-
-    pieces: list[torch.Tensor] = []
-    cursor = 0
-    for t, seg in zip(tensors, layout.segments, strict=True):
-        if seg.offset > cursor:
-            pieces.append(pad[: seg.offset - cursor])
-        if seg.nbytes:
-            # contiguous() copies only a strided tensor; reshape(-1) would keep a 1-D one strided, and
-            # a strided tensor cannot be viewed as bytes.
-            flat = t.contiguous().view(-1)
-            pieces.append(flat.view(torch.uint8) if seg.dtype != torch.uint8 else flat)
-        cursor = seg.offset + seg.nbytes
-    if layout.nbytes > cursor:
-        pieces.append(pad[: layout.nbytes - cursor])
-    return pieces
-
-
-def pack(tensors: Sequence[torch.Tensor], backend: DeviceBackend | None = None,
-         layout: Layout | None = None) -> tuple[torch.Tensor, Layout]:
-    """Pack same-device ``tensors`` into one uint8 device buffer with one kernel on the current stream."""
-    import torch
-
-    if not tensors:
-        raise ValueError("nothing to pack")
-    layout = layout or _planned(tensors)[0]
-    device = tensors[0].device
-    backend = backend or backend_for(device)
-    buf = backend.device_empty(layout.nbytes, tensors[0])
-    pad = _PADS.get(device)
-    if pad is None:  # padding bytes are never read, so one pad per device serves every pack
-        pad = _PADS[device] = torch.empty(ALIGN, dtype=torch.uint8, device=device)
-
-    def kernel() -> None:
-        pieces = _byte_pieces(tensors, layout, pad)
-        if pieces:
-            torch.cat(pieces, out=buf)
-
-    backend.launch(kernel)
-    return buf, layout
-
-
+# -- per-step costs on the readback worker -----------------------------------------------------------
+# The worker runs this code once per decode step, after sleeping through the step, so every call runs
+# with cold caches (several times its back-to-back cost): plan each (dtype, shape) signature once and
+# cut the host buffer with as few torch calls as possible.
 @dataclass(frozen=True)
 class _Recipe:
     """How to cut a host buffer into typed views: one dtype view per distinct dtype, then one
@@ -140,28 +52,34 @@ def _recipe(layout: Layout) -> _Recipe:
     for seg in layout.segments:
         if seg.dtype not in dtypes:
             dtypes.append(seg.dtype)
-        itemsize = seg.dtype.itemsize
         strides: list[int] = []
         acc = 1
         for n in reversed(seg.shape):
             strides.append(acc)
             acc *= max(n, 1)
-        cuts.append((dtypes.index(seg.dtype), seg.offset // itemsize, seg.shape, tuple(reversed(strides))))
+        cuts.append((dtypes.index(seg.dtype), seg.offset // seg.dtype.itemsize, seg.shape, tuple(reversed(strides))))
     return _Recipe(tuple(dtypes), tuple(cuts))
 
 
-def _unpack_slow(host: torch.Tensor, layout: Layout) -> list[torch.Tensor]:
-    import torch
+_PLANS: dict[tuple[Any, ...], tuple[Layout, _Recipe]] = {}
+_PLANS_MAX = 256
+_PADS: dict[Any, torch.Tensor] = {}  # one never-read 16-byte pad per device, reused by every pack
 
-    out: list[torch.Tensor] = []
-    for seg in layout.segments:
-        raw = host[seg.offset: seg.offset + seg.nbytes]
-        view = raw.view(seg.dtype) if seg.dtype != torch.uint8 else raw
-        out.append(view.view(seg.shape))
-    return out
+
+def _planned(key: tuple[Any, ...], tensors: Sequence[torch.Tensor]) -> tuple[Layout, _Recipe]:
+    """``plan(tensors)`` and its unpack recipe, cached by ``key``: the tensors' (dtype, shape) pairs."""
+    hit = _PLANS.get(key)
+    if hit is None:
+        layout = plan(tensors)
+        hit = (layout, _recipe(layout))
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()  # shapes that change every step: keep the cache bounded, not clever
+        _PLANS[key] = hit
+    return hit
 
 
 def _unpack(host: torch.Tensor, layout: Layout, recipe: _Recipe) -> list[torch.Tensor]:
+    """:func:`cc_runtime.packing.unpack` with the recipe's fewer calls; the same views."""
     try:
         bases = [host.view(dt) for dt in recipe.dtypes]
         starts = [b.storage_offset() for b in bases]
@@ -169,12 +87,31 @@ def _unpack(host: torch.Tensor, layout: Layout, recipe: _Recipe) -> list[torch.T
     except RuntimeError:
         # A buffer whose size or offset does not divide by an element size (not one read_coalesced
         # allocates): cut it segment by segment instead.
-        return _unpack_slow(host, layout)
+        return unpack(host, layout)
 
 
-def unpack(host: torch.Tensor, layout: Layout) -> list[torch.Tensor]:
-    """Views of the host byte buffer, one per packed tensor (no copies)."""
-    return _unpack(host, layout, _recipe(layout))
+def pack(tensors: Sequence[torch.Tensor], backend: DeviceBackend | None = None,
+         layout: Layout | None = None) -> tuple[torch.Tensor, Layout]:
+    """Pack same-device ``tensors`` into one uint8 device buffer with one kernel on the current stream."""
+    import torch
+
+    if not tensors:
+        raise ValueError("nothing to pack")
+    layout = layout or plan(tensors)
+    device = tensors[0].device
+    backend = backend or backend_for(device)
+    buf = backend.device_empty(layout.nbytes, tensors[0])
+    pad = _PADS.get(device)
+    if pad is None:  # padding bytes are never read, so one pad per device serves every pack
+        pad = _PADS[device] = torch.empty(ALIGN, dtype=torch.uint8, device=device)
+
+    def kernel() -> None:
+        pieces = _byte_pieces(tensors, layout, pad)
+        if pieces:
+            torch.cat(pieces, out=buf)
+
+    backend.launch(kernel)
+    return buf, layout
 
 
 def _keep_alive_on_stream(tensors: Sequence[torch.Tensor], backend: DeviceBackend) -> None:
@@ -213,6 +150,7 @@ def read_coalesced(
     first_device = None
     group: list[int] = []
     alone: list[int] = []
+    key: list[Any] = []
     for i, t in enumerate(out):
         if not isinstance(t, tensor_type) or not (is_dev(t) if is_dev is not None else t.device.type != "cpu"):
             continue
@@ -222,6 +160,7 @@ def read_coalesced(
         if device == first_device and t.layout == strided and not t.is_quantized \
                 and t.numel() * t.element_size() <= max_coalesce_bytes:
             group.append(i)
+            key.append((t.dtype, t.shape))
         else:
             alone.append(i)
     if first_device is None:
@@ -232,7 +171,7 @@ def read_coalesced(
 
     if group:
         srcs = [tensors[i] for i in group]
-        layout, recipe = _planned(srcs)
+        layout, recipe = _planned(tuple(key), srcs)
         buf, layout = pack(srcs, backend, layout)
         host = torch.empty(layout.nbytes, dtype=torch.uint8, pin_memory=pin_memory)
         if layout.nbytes:

@@ -47,8 +47,8 @@ def test_forced_cc_shows_in_doctor_and_patches():
     r = cli("patches", "--json", env_extra={"CC_RUNTIME_CC": "1"})
     assert r.returncode == 0, r.stderr
     statuses = {p["name"]: p["status"] for p in json.loads(r.stdout)}
-    # Forced on, the patch is considered: applied where SGLang is installed, else skipped as absent.
-    assert statuses["sglang.cc_env"] in ("skipped", "applied")
+    # Forced on, the patch is considered: applied where SGLang is installed, else not applicable.
+    assert statuses["sglang.cc_env"] in ("not applicable", "applied")
     off = cli("patches", "--json")
     assert {p["name"]: p["status"] for p in json.loads(off.stdout)}["sglang.cc_env"] == "disabled"
 
@@ -87,3 +87,86 @@ def test_launch_without_a_command_is_a_usage_error():
 def test_launch_propagates_the_exit_code():
     r = cli("launch", "--", sys.executable, "-c", "raise SystemExit(7)")
     assert r.returncode == 7
+
+
+def test_version_and_bench_help_exit_0():
+    from cc_runtime import __version__
+
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"cc-runtime {__version__}"
+    r = cli("bench", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "globaltimer" in r.stdout and "startup" in r.stdout
+
+
+@pytest.mark.timeout(150)
+def test_bench_device_cuda_without_cuda_is_one_line_exit_2():
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    r = cli("bench", "timer", "--device", "cuda")
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "--device cpu" in r.stderr
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("var", "raw"), [
+    ("CC_RUNTIME_EMULATE", "h200"), ("CC_RUNTIME_EMULATE", "/nonexistent.json"),
+    ("CC_RUNTIME_PATCHES", "sglang.readback_coalese"), ("CC_RUNTIME_PATCHES", "true"),
+    ("CC_RUNTIME_SHUTDOWN_TIMEOUT_S", "inf"), ("CC_RUNTIME_SHUTDOWN_TIMEOUT_S", "1e309"),
+    ("CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS", "0"), ("CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS", "\u0661"),
+])
+def test_doctor_exits_2_on_each_invalid_value_printed_once(var, raw):
+    r = cli("doctor", env_extra={var: raw})
+    assert r.returncode == 2, r.stdout[-500:]
+    assert r.stderr.count(f"{var}=") == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.timeout(150)
+def test_doctor_reports_bootstrap_settings_sources_and_wraps_reasons(tmp_path):
+    r = cli("doctor", "--json", env_extra={"CC_RUNTIME_TIMER": "cuda_event"})
+    rep = json.loads(r.stdout)
+    assert set(rep["bootstrap"]) >= {"installed", "path"} and isinstance(rep["bootstrap"]["installed"], bool)
+    assert rep["settings"]["CC_RUNTIME_TIMER"] == {"value": "cuda_event", "source": "env", "default": "auto"}
+    assert rep["settings"]["CC_RUNTIME_CC"]["source"] == "default"
+    text = cli("doctor").stdout
+    assert "CC_RUNTIME_PATCHES" in text and "*  [default]" in text and "off  [default]" in text
+    assert "driver:" in text and "None" not in text.split("versions:")[0]
+    # every reason appears whole (wrapped, never cut)
+    for p in rep["patches"]:
+        assert " ".join(p["reason"].split())[:40] in " ".join(text.split())
+
+
+@pytest.mark.timeout(150)
+def test_install_bootstrap_writes_and_removes_the_files(tmp_path):
+    r = cli("install-bootstrap", "--target", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "cc_runtime_bootstrap.pth").read_text() == (REPO / "cc_runtime_bootstrap.pth").read_text()
+    r = cli("install-bootstrap", "--target", str(tmp_path), "--remove")
+    assert r.returncode == 0 and not (tmp_path / "cc_runtime_bootstrap.pth").exists()
+
+
+@pytest.mark.timeout(300)
+def test_bench_startup_writes_the_documented_summary(tmp_path):
+    out = tmp_path / "startup.json"
+    r = cli("bench", "startup", "--runs", "3", "--json", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(out.read_text())
+    for key in ("bootstrap_added_ms", "import_ms_cc_off", "import_ms_cc_on"):
+        assert set(data["summary"][key]) == {"median", "min", "max", "n"} and data["summary"][key]["n"] == 3
+    assert data["model"] == {} and "bootstrap_via" in data["environment"]
+
+
+def test_doctor_renders_gpu_facts_readably():
+    """Rendering only (no GPU here): the facts a GPU machine reports, as a person reads them."""
+    from cc_runtime import doctor
+
+    rep = doctor.collect()
+    rep["gpu"] = {"nvml": "ok", "driver": "570.86.15", "driver_cuda": "12.8", "devices": ["NVIDIA H100 80GB HBM3"],
+                  "torch_cuda": {"available": True, "cuda_version": "12.8", "device": "NVIDIA H100 80GB HBM3"}}
+    text = doctor.render(rep)
+    assert "driver:     570.86.15 (supports CUDA 12.8)" in text
+    assert "torch.cuda: available, CUDA 12.8, device 0: NVIDIA H100 80GB HBM3" in text
+    assert "{" not in text.split("versions:")[0]

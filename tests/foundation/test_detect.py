@@ -57,6 +57,7 @@ def fake_nvml(*, settings=None, settings_rc=0, state=None, init_error=None, has_
 
 
 def test_no_nvidia_ml_py(monkeypatch):
+    monkeypatch.setattr(detect, "_nvml_library_missing", lambda: None)  # as on a machine with a driver
     monkeypatch.setattr(detect, "_import_pynvml", lambda: None)
     s = detect.probe_nvml()
     assert (s.enabled, s.source) == (False, "none") and "not installed" in s.reason
@@ -152,3 +153,25 @@ def test_state_is_immutable_and_serialisable():
     with pytest.raises(AttributeError):
         s.enabled = False  # type: ignore[misc]
     assert s.as_dict()["label"] == "on"
+
+
+def test_no_driver_reads_off_without_importing_nvidia_ml_py(monkeypatch):
+    """Off-GPU machines: one dlopen instead of importing pynvml (start-up cost of every process)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the library pre-check is Linux-only")
+    calls = []
+    monkeypatch.setattr(detect, "_nvml_library_missing", lambda: "libnvidia-ml.so.1 cannot be loaded (test)")
+    monkeypatch.setattr(detect, "_import_pynvml", lambda: calls.append(1))
+    s = detect.probe_nvml()
+    assert (s.enabled, calls) == (False, []) and "libnvidia-ml.so.1" in s.reason
+    monkeypatch.undo()
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+        present = True
+    except OSError:
+        present = False
+    assert (detect._nvml_library_missing() is None) == present

@@ -3,6 +3,7 @@ post-import hooks (wrapt), real package metadata for the version gate. Nothing i
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -68,7 +69,7 @@ def test_pending_until_imported_then_applied(target):
     mgr = PatchManager([make_patch(target)])
     mgr.activate(ON, Settings.load(env={}))
     rec = mgr.records["test.compute"]
-    assert rec.status == "pending" and target not in sys.modules
+    assert rec.status == "waiting" and target not in sys.modules
     mod = importlib.import_module(target)
     assert rec.status == "applied" and rec.version == "1.4.2"
     assert mod.compute(1) == 12
@@ -115,7 +116,8 @@ def test_revert_restores_the_exact_original_objects(target):
     assert mod.compute is orig_compute and not hasattr(mod, "added_attr")
     for k, v in originals.items():
         assert mod.Engine.__dict__[k] is v
-    assert mgr.records["test.compute"].status == "reverted"
+    assert mgr.records["test.compute"].status == "disabled"
+    assert mgr.records["test.compute"].reason == "reverted: reverted on request"
 
 
 def test_failing_apply_is_rolled_back_completely(target, caplog):
@@ -131,9 +133,9 @@ def test_failing_apply_is_rolled_back_completely(target, caplog):
     with caplog.at_level(logging.INFO, logger="cc_runtime"):
         mgr.activate(ON, Settings.load(env={}))
     rec = mgr.records["test.compute"]
-    assert rec.status == "skipped" and "init_overlap" in rec.reason and "rolled back" in rec.reason
+    assert rec.status == "failed" and "init_overlap" in rec.reason and "rolled back" in rec.reason
     assert mod.compute is orig and "CCRT_TEST_VAR" not in os.environ
-    assert any("test.compute" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
+    assert any("test.compute" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records)
 
 
 def test_strict_mode_raises_instead_of_skipping(target):
@@ -151,14 +153,15 @@ def test_version_outside_range_is_skipped_with_reason(target):
     mgr = PatchManager([make_patch(target, versions=">=2.0")])
     mgr.activate(ON, Settings.load(env={}))
     rec = mgr.records["test.compute"]
-    assert rec.status == "skipped" and "1.4.2 is outside the supported range >=2.0" in rec.reason
+    assert rec.status == "skipped" and "1.4.2 is outside every supported range" in rec.reason
+    assert ">=2.0" in rec.reason
     assert importlib.import_module(target).compute(1) == 2
 
 
 def test_missing_target_is_skipped_not_fatal_even_in_strict_mode():
     mgr = PatchManager([make_patch("ccrt_absent_module", target="ccrt-absent")])
     mgr.activate(ON, Settings.load(env={"CC_RUNTIME_STRICT": "1"}))
-    assert mgr.records["test.compute"].status == "skipped"
+    assert mgr.records["test.compute"].status == "not applicable"
     assert "not installed" in mgr.records["test.compute"].reason
 
 
@@ -174,9 +177,9 @@ def test_allowlist_and_when_gate(target):
     importlib.import_module(target)
     mgr = PatchManager([make_patch(target), make_patch(target, name="test.emulated_only",
                                                        when=lambda s: s.source == "emulated")])
-    mgr.activate(ON, Settings.load(env={"CC_RUNTIME_PATCHES": "test.emulated_only"}))
+    mgr.activate(ON, Settings.load(env={}).replace(patches=frozenset({"test.emulated_only"})))
     assert mgr.records["test.compute"].reason == "not in CC_RUNTIME_PATCHES"
-    assert mgr.records["test.emulated_only"].status == "disabled"
+    assert mgr.records["test.emulated_only"].status == "not applicable"  # not wanted under forced CC
 
 
 def test_upstream_already_has_it(target):
@@ -220,9 +223,9 @@ def test_one_info_line_per_patch_and_a_summary(target, caplog):
         mgr.activate(ON, Settings.load(env={}))
     msgs = [r.getMessage() for r in caplog.records]
     assert sum("patch test.compute: applied" in m for m in msgs) == 1
-    assert sum("patch test.old: skipped" in m for m in msgs) == 1
+    assert not any("patch test.old" in m for m in msgs)  # a sibling covers 1.4.2: quiet
     assert [m for m in msgs if m.startswith("cc_runtime: CC on")] == [
-        "cc_runtime: CC on (env, forced on by test); patches: 1 applied, 1 skipped"]
+        "cc_runtime: CC on (env, forced on by test); patches: 1 applied, 1 not applicable"]
 
 
 def test_duplicate_patch_names_are_rejected(target):
@@ -241,10 +244,12 @@ def test_version_siblings_do_not_warn_but_an_unsupported_version_does(target, ca
     newer = [make_patch(target, name="test.v2", versions=">=1.5,<1.6"),
              make_patch(target, name="test.v3", versions=">=1.6")]
     with caplog.at_level(logging.INFO, logger="cc_runtime"):
-        PatchManager(newer).activate(ON, Settings.load(env={}))
+        mgr = PatchManager(newer)
+        mgr.activate(ON, Settings.load(env={}))
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert warnings == ["cc_runtime: ccrt-target 1.4.2 is outside every supported range "
-                        "(>=1.5,<1.6; >=1.6): its CC fixes are off"]
+    assert len(warnings) == 2 and all("ccrt-target 1.4.2 is outside every supported range of ccrt-target "
+                                      "(>=1.5,<1.6; >=1.6)" in w for w in warnings)
+    assert {r.status for r in mgr.records.values()} == {"skipped"}
 
 
 def test_reactivation_with_cc_off_reverts_what_was_applied(target):
@@ -254,8 +259,67 @@ def test_reactivation_with_cc_off_reverts_what_was_applied(target):
     mgr.activate(ON, Settings.load(env={}))
     assert mod.compute(1) == 12
     mgr.activate(OFF, Settings.load(env={}))
-    assert mod.compute is orig and mgr.records["test.compute"].status == "reverted"
-    mgr.activate(ON, Settings.load(env={"CC_RUNTIME_PATCHES": "other.*"}))
+    assert mod.compute is orig and mgr.records["test.compute"].status == "disabled"
+    mgr.activate(ON, Settings.load(env={}).replace(patches=frozenset({"other.*"})))
     assert mod.compute is orig and mgr.records["test.compute"].reason == "not in CC_RUNTIME_PATCHES"
     mgr.activate(ON, Settings.load(env={}))
     assert mod.compute(1) == 12
+
+
+STRICT = {"CC_RUNTIME_STRICT": "1"}
+
+
+def test_strict_mode_ignores_a_sibling_that_covers_the_installed_version(target):
+    """flashinfer.autotuner_timer_legacy on 0.7.2 / sglang.readback_worker on 0.5.23: not applicable."""
+    mod = importlib.import_module(target)
+    mgr = PatchManager([make_patch(target, name="test.old", versions="<1.4"),
+                        make_patch(target, name="test.new", versions=">=1.4,<2")])
+    mgr.activate(ON, Settings.load(env=STRICT))
+    assert mgr.records["test.old"].status == "not applicable" and "test.new" in mgr.records["test.old"].reason
+    assert mgr.records["test.new"].status == "applied" and mod.compute(1) == 12
+
+
+def test_strict_failure_rolls_back_every_applied_patch_and_its_env(target):
+    """All-or-nothing: one patch that should apply and cannot undoes the ones that did."""
+    mod = importlib.import_module(target)
+    orig = mod.compute
+
+    def export(ctx):
+        ctx.setenv("CCRT_UPSTREAM_SWITCH", "1")
+
+    def broken(ctx):
+        raise RuntimeError("renamed upstream")
+
+    restored = []
+    mgr = PatchManager([dataclasses.replace(make_patch(target, name="test.env", apply=export), module=None),
+                        make_patch(target, name="test.compute"),
+                        make_patch(target, name="test.broken", apply=broken, family="other")])
+    mgr.on_strict_failure = lambda message: restored.append("test.broken" in message)
+    with pytest.raises(PatchError, match="test.broken failed"):
+        mgr.activate(ON, Settings.load(env=STRICT))
+    assert "CCRT_UPSTREAM_SWITCH" not in os.environ and mod.compute is orig and restored == [True]
+    assert {n: r.status for n, r in mgr.records.items()} == {
+        "test.env": "disabled", "test.compute": "disabled", "test.broken": "failed"}
+
+
+def test_strict_failure_at_import_time_fails_that_import_with_everything_reverted(target):
+    def export(ctx):
+        ctx.setenv("CCRT_UPSTREAM_SWITCH", "1")
+
+    def broken(ctx):
+        raise AttributeError("Scheduler has no attribute init_overlap")
+
+    mgr = PatchManager([dataclasses.replace(make_patch(target, name="test.env", apply=export), module=None),
+                        make_patch(target, name="test.broken", apply=broken, family="other")])
+    mgr.activate(ON, Settings.load(env=STRICT))
+    assert os.environ["CCRT_UPSTREAM_SWITCH"] == "1" and mgr.records["test.broken"].status == "waiting"
+    with pytest.raises(PatchError, match="init_overlap"):
+        importlib.import_module(target)
+    assert "CCRT_UPSTREAM_SWITCH" not in os.environ
+    assert mgr.records["test.env"].status == "disabled"
+
+
+def test_strict_mode_fails_on_a_version_outside_every_range_of_the_family(target):
+    mgr = PatchManager([make_patch(target, name="test.v2", versions=">=2")])
+    with pytest.raises(PatchError, match="outside every supported range"):
+        mgr.activate(ON, Settings.load(env=STRICT))

@@ -144,9 +144,11 @@ def test_pth_bootstrap_survives_a_broken_cc_runtime(tmp_path):
     (broken / "cc_runtime").mkdir(parents=True)
     (broken / "cc_runtime" / "__init__.py").write_text("raise ImportError('half-installed')\n")
     env = _clean_env()
-    env.update(CC_RUNTIME_BOOTSTRAP="1", PYTHONPATH=str(broken))
-    r = _run(f"import site; site.addsitedir({str(site)!r}); print('alive')", env)
+    env.update(CC_RUNTIME_BOOTSTRAP="1", PYTHONPATH=os.pathsep.join([str(broken), str(REPO)]))
+    # cwd away from the repository: `-c` puts the cwd first on sys.path, which would find the real package
+    r = _run(f"import site; site.addsitedir({str(site)!r}); print('alive')", env, cwd=tmp_path)
     assert r.returncode == 0 and "alive" in r.stdout and "Traceback" not in r.stderr
+    assert "half-installed" in r.stderr  # one line saying this process runs without cc_runtime
 
 
 @pytest.mark.slow
@@ -167,3 +169,82 @@ def test_wheel_ships_bootstrap_files_and_kernels_inside_the_package(tmp_path):
     assert not any(n.startswith("kernels/") for n in names), "kernels/ must not install as a top-level module"
     eps = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "[sglang.srt.plugins]" in eps and "cc_runtime.integrations.sglang_plugin:load" in eps
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_editable_install_ships_the_bootstrap_and_children_activate(tmp_path):
+    """The README's `pip install -e .` (PEP 660) must put the .pth into site-packages too."""
+    venv = tmp_path / "venv"
+    r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        pytest.skip(f"cannot create a venv here: {r.stderr[-300:]}")
+    py = venv / "bin" / "python"
+    # Build isolation as a user gets it: pip fetches the build backend from the configured index.
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO)],
+                       capture_output=True, text=True, timeout=500)
+    if r.returncode != 0 and ("No matching distribution" in r.stderr or "Could not find a version" in r.stderr):
+        pytest.skip(f"no package index for the build backend: {r.stderr[-300:]}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, timeout=60).stdout.strip()
+    assert (Path(site) / "cc_runtime_bootstrap.pth").is_file()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_RUNTIME_") and k != "PYTHONPATH"}
+    env["CC_RUNTIME_CC"] = "0"
+    code = ("import subprocess, sys, cc_runtime\n"
+            "print(subprocess.run([sys.executable, '-c', 'import sys; print(\"cc_runtime\" in sys.modules)'],"
+            " capture_output=True, text=True).stdout.strip())")
+    r = subprocess.run([str(py), "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "True"
+
+
+@pytest.mark.timeout(180)
+def test_pth_bootstrap_in_strict_mode_exits_when_activation_fails(tmp_path):
+    """A strict deployment must not run unpatched: the .pth turns a strict failure into exit 1, one
+    report line; any other import failure of cc_runtime leaves the process running."""
+    site = _site_with_pth(tmp_path)
+    fake = tmp_path / "fake"
+    (fake / "cc_runtime").mkdir(parents=True)
+    (fake / "cc_runtime" / "__init__.py").write_text(
+        "import sys\nprint('cc_runtime: strict mode: activation failed, everything rolled back', file=sys.stderr)\n"
+        "class StrictModeError(RuntimeError):\n    cc_runtime_strict = True\n"
+        "raise StrictModeError('patch x failed')\n")
+    env = _clean_env()
+    env.update(CC_RUNTIME_BOOTSTRAP="1", PYTHONPATH=os.pathsep.join([str(fake), str(REPO)]))
+    # -S: the interpreter's own site-packages may hold an installed copy of the .pth; only ours runs.
+    r = subprocess.run([sys.executable, "-S", "-c", f"import site; site.addsitedir({str(site)!r}); print('alive')"],
+                       env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 1 and "alive" not in r.stdout
+    assert r.stderr.strip().splitlines() == ["cc_runtime: strict mode: activation failed, everything rolled back"]
+    # At real start-up (the .pth read by site before any user code), the same: one line, exit 1, no
+    # "Fatal Python error" from an exception escaping site. Needs this interpreter's installed .pth
+    # (the nox venvs have it: `pip install -e .` ships it).
+    import sysconfig
+
+    if not (Path(sysconfig.get_paths()["purelib"]) / "cc_runtime_bootstrap.pth").is_file():
+        return
+    r = subprocess.run([sys.executable, "-c", "print('alive')"], env={**env, "PYTHONPATH": os.pathsep.join(
+        [str(fake), str(REPO), str(site)])}, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 1 and "alive" not in r.stdout, r.stderr
+    assert "Fatal Python error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.timeout(300)
+def test_strict_failure_at_import_of_the_target_in_a_bootstrapped_child():
+    """Emulation cannot apply on a CPU-only torch: strict fails that child's `import torch` (with the
+    reason), non-strict reports the patch as failed and the child runs on."""
+    code = ("import torch, cc_runtime\n"
+            "print('EMU', {p['name']: p['status'] for p in cc_runtime.status()['patches']}['emulation'])\n")
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.version.cuda is not None:
+        pytest.skip("needs a CPU-only torch (emulation applies on a CUDA torch)")
+    env = launch_env(_clean_env())
+    env["CC_RUNTIME_EMULATE"] = "h100"
+    r = _run(code, env)
+    assert r.returncode == 0 and "EMU failed" in r.stdout, r.stderr[-2000:]
+    env["CC_RUNTIME_STRICT"] = "1"
+    r = _run(code, env)
+    assert r.returncode != 0 and "PatchError" in r.stderr and "emulation failed" in r.stderr

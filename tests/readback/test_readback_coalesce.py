@@ -176,13 +176,16 @@ def test_signatures_that_alternate_each_get_their_own_layout(sim_off):
             assert g.shape == w.shape and torch.equal(g, w)
 
 
-def test_unpack_cuts_a_buffer_that_is_not_one_read_coalesced_allocated():
-    # A caller's own buffer one byte longer than the layout (no int64 view of all of it is possible):
-    # still exact views.
-    wants = [torch.arange(3, dtype=torch.int64), torch.arange(5, dtype=torch.float16)]
+def test_fast_unpack_falls_back_for_a_buffer_that_is_not_one_read_coalesced_allocated():
+    # read_coalesced cuts its host buffer with one dtype view per dtype; a buffer one byte longer than
+    # the layout has no int64 view, so it must be cut segment by segment, giving the same views.
+    from cc_runtime.readback.coalesce import _recipe, _unpack
+
+    wants = [torch.arange(3, dtype=torch.int64), torch.arange(5, dtype=torch.float16), torch.ones((2, 3))]
     layout = plan(wants)
-    buf = torch.zeros(layout.nbytes + 1, dtype=torch.uint8)
-    for w, seg in zip(wants, layout.segments, strict=True):
-        buf[seg.offset: seg.offset + seg.nbytes] = w.view(torch.uint8)
-    for w, g in zip(wants, unpack(buf, layout), strict=True):
-        assert torch.equal(g, w)
+    for extra in (0, 1):
+        buf = torch.zeros(layout.nbytes + extra, dtype=torch.uint8)
+        for w, seg in zip(wants, layout.segments, strict=True):
+            buf[seg.offset: seg.offset + seg.nbytes] = w.reshape(-1).view(torch.uint8)
+        for w, g in zip(wants, _unpack(buf, layout, _recipe(layout)), strict=True):
+            assert g.dtype == w.dtype and g.shape == w.shape and torch.equal(g, w)

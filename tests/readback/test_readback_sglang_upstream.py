@@ -250,6 +250,10 @@ def test_worker_path_does_not_block_behind_the_forward_and_keeps_copy_done_contr
 
 
 def test_hidden_states_stay_inline_and_are_correct(sg, cuda, monkeypatch, patched):
+    # The readback patch alone; with sglang.readback_snapshot* they go to the worker
+    # (test_readback_snapshot_upstream.py).
+    runtime._reset_for_tests()
+    cc_runtime.activate(cc="1", patches=PATCH_FOR[sg.version], propagate=False)
     s = _stub_scheduler(sg, cuda, monkeypatch)
     result = make_result(sg, cuda, 4, step=5, hidden=True)
     want_hidden = result.logits_output.hidden_states.clone()

@@ -38,3 +38,64 @@ def test_sglang_load_plugins_activates_cc_runtime():
 
     if Version(os.environ["CC_RUNTIME_TEST_SGLANG"]) >= Version("0.5.23"):
         assert rep["force"] == "1"
+
+
+STRICT_CODE = """
+import json, os, sys
+from sglang.srt.plugins import load_plugins
+before = dict(os.environ)  # after SGLang's own import-time settings (CUDA caches, ...)
+load_plugins()
+assert "cc_runtime" in sys.modules, "SGLang did not load the cc_runtime plugin"
+import cc_runtime
+st = cc_runtime.cc_state()
+rows = {p["name"]: p["status"] for p in cc_runtime.status()["patches"]}
+changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+print("REPORT" + json.dumps({"label": st.label, "rows": rows, "changed": changed}))
+"""
+
+
+def _run_plugin(extra: dict) -> tuple[subprocess.CompletedProcess, dict]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CC_RUNTIME_", "SGLANG_FORCE", "FLASHINFER_"))}
+    env.update(SGLANG_PLUGINS="cc_runtime", **extra)
+    r = subprocess.run([sys.executable, "-c", STRICT_CODE], env=env, capture_output=True, text=True, timeout=280)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r, json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("REPORT")][-1][6:])
+
+
+@pytest.mark.timeout(300)
+def test_forced_strict_through_load_plugins_applies_cleanly():
+    """CC forced + strict through SGLang's real load_plugins(): no strict failure (version siblings are
+    'not applicable'), nothing skipped or failed, and the upstream switch exported on 0.5.23."""
+    if not os.environ.get("CC_RUNTIME_TEST_SGLANG"):
+        pytest.skip("not in an upstream-* nox session")
+    r, rep = _run_plugin({"CC_RUNTIME_CC": "1", "CC_RUNTIME_STRICT": "1"})
+    assert "Failed to load plugin" not in r.stderr, r.stderr[-3000:]
+    assert rep["label"] == "on"
+    assert not {n: s for n, s in rep["rows"].items() if s in ("skipped", "failed")}, rep["rows"]
+    from packaging.version import Version
+
+    if Version(os.environ["CC_RUNTIME_TEST_SGLANG"]) >= Version("0.5.23"):
+        assert "SGLANG_FORCE_CONFIDENTIAL_COMPUTE" in rep["changed"]
+        assert rep["rows"]["sglang.readback_worker"] == "not applicable"
+    else:
+        assert rep["rows"]["sglang.readback_coalesce"] == "not applicable"
+
+
+@pytest.mark.timeout(300)
+def test_invalid_setting_through_load_plugins_changes_nothing():
+    if not os.environ.get("CC_RUNTIME_TEST_SGLANG"):
+        pytest.skip("not in an upstream-* nox session")
+    r, rep = _run_plugin({"CC_RUNTIME_CC": "1", "CC_RUNTIME_STRICT": "1", "CC_RUNTIME_EMULATE": "h200"})
+    assert rep["changed"] == [] and rep["label"] == "off"
+    assert r.stderr.count("CC_RUNTIME_EMULATE='h200' is not valid") == 1
+
+
+@pytest.mark.timeout(300)
+def test_forced_strict_import_exits_0():
+    if not os.environ.get("CC_RUNTIME_TEST_SGLANG"):
+        pytest.skip("not in an upstream-* nox session")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_RUNTIME_")}
+    env.update(CC_RUNTIME_CC="1", CC_RUNTIME_STRICT="1")
+    r = subprocess.run([sys.executable, "-c", "import cc_runtime"], env=env, capture_output=True, text=True,
+                       timeout=280)
+    assert r.returncode == 0, r.stderr[-3000:]

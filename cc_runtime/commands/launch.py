@@ -1,0 +1,48 @@
+"""``cc-runtime launch -- CMD ...``: run a command with cc_runtime active in all its Python processes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("launch", help="run a command with cc_runtime active in all its Python processes")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+
+
+def launch_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment that makes every Python child activate cc_runtime, installed or not."""
+    from .. import settings
+
+    env = dict(os.environ if base is None else base)
+    settings.VARS["CC_RUNTIME_BOOTSTRAP"].parse("CC_RUNTIME_BOOTSTRAP", "1")
+    env["CC_RUNTIME_BOOTSTRAP"] = "1"
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # The sitecustomize shim covers source-tree runs where the .pth is not installed; the package's
+    # parent goes first too so `import cc_runtime` resolves to this copy in the child.
+    extra = [os.path.join(here, "_launch"), os.path.dirname(here)]
+    old = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = os.pathsep.join(extra + ([old] if old else []))
+    return env
+
+
+def main(args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        print("cc-runtime launch: give a command after --, e.g. cc-runtime launch -- python -m "
+              "sglang.launch_server ...", file=sys.stderr)
+        return 2
+    import subprocess
+
+    try:
+        return subprocess.call(argv, env=launch_env())
+    except FileNotFoundError:
+        print(f"cc-runtime launch: command not found: {argv[0]}", file=sys.stderr)
+        return 127
+    except KeyboardInterrupt:
+        return 130

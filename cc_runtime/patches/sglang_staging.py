@@ -1,0 +1,271 @@
+"""Per-step host->device inputs in SGLang go through cc_runtime's H2D stager under CC.
+
+Why: under CC a host->device copy blocks the issuing thread until everything queued before it on the
+stream has run, and pays CC's fixed crossing cost (~20-40 us) each. SGLang builds each step's inputs
+with several small copies (``ScheduleBatch`` and ``ForwardBatch`` builders, sampling info, allocators),
+some on the forward stream behind the forward still running (vLLM PR 52226 measured one forward of
+stall per such copy). 0.5.23 even turns pinning off under CC, so every such copy is synchronous.
+
+How (patch points: shared upstream-map.md, "Per-step host->device inputs"; every change goes through
+PatchContext, so ``cc_runtime.deactivate()`` restores the original objects):
+
+* ``sglang.h2d_staging`` (0.5.12 - 0.5.22): the batch builders run inside
+  :func:`cc_runtime.staging.deferred.deferred_h2d`: ``ScheduleBatch.prepare_for_extend`` (which calls
+  ``alloc_for_extend`` and ``SamplingBatchInfo.from_schedule_batch``), ``prepare_for_decode``,
+  ``filter_batch``, ``merge_batch``, ``get_model_worker_batch``, ``ForwardBatch.init_new`` and
+  ``SamplingBatchInfo.from_schedule_batch`` (also called by the scheduler on its own). Each
+  fresh device tensor made from host data (``host.to(dev)``, ``torch.tensor(data, device=dev)``) is a
+  placeholder until the first op that reads it (or the builder's end); then all pending ones cross
+  together: one packed copy on the stager's idle side stream, the current stream waits on its event,
+  one device->device copy fills the placeholders. A builder that makes its inputs before it uses them
+  crosses once.
+* ``sglang.h2d_staging_primitives`` (0.5.23): the same builders plus ``resolve_forward_inputs`` (the
+  prefill ``input_ids`` copy at forward entry, on the forward stream); and the central primitives
+  ``utils.common.async_h2d`` / ``async_h2d_stack`` (37 call sites) stage through the side stream
+  wherever they are called, so none waits behind a queued forward (rebound in every module that
+  imported them by name).
+
+Sites still copying on their own, and why:
+
+* ``dst.copy_(host)`` into existing device buffers (CUDA-graph input buffers, FlashInfer / Triton
+  attention ``init_forward_metadata`` and ``plan()`` workspace copies, ``global_num_tokens`` gathers
+  into preallocated buffers): the destination may alias a larger buffer the code reads through another
+  name, so deferring it could let a reader see stale bytes.
+* ``.to(dtype=..., device=...)`` conversions and ``Tensor.cuda()``: left as written (rare per step).
+* host tensors over 1 MiB (multimodal features, ``input_embeds``): bandwidth dominates, a separate
+  crossing costs little; and copies made during CUDA-graph capture (the stager steps aside there).
+* 0.5.23 ``async_h2d`` sites outside the builders (allocators, memory pool, SWA, speculative workers,
+  disaggregation decode) and ``pin_memory=True`` sites that bypass the gate (``overlap_utils``,
+  ``flashinfer_mla_backend``): each is its own crossing (staged on the side stream, not coalesced with
+  the builder's), because they happen outside any builder scope.
+* 0.5.12 - 0.5.22: code outside the wrapped builders (speculative workers, disaggregation, LoRA
+  managers) copies as upstream does.
+
+Related: vLLM PR 52226 (``StagedH2DCopier``, not merged); no SGLang release stages inputs. Future: an
+upstream batched-H2D primitive would make this a version-gated no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from ..patching import Patch, PatchContext
+
+log = logging.getLogger("cc_runtime.patches.sglang_staging")
+
+SCHEDULE_BATCH_MODULE = "sglang.srt.managers.schedule_batch"
+SAMPLING_MODULE = "sglang.srt.sampling.sampling_batch_info"
+FORWARD_BATCH_MODULE = "sglang.srt.model_executor.forward_batch_info"
+COMMON_MODULE = "sglang.srt.utils.common"
+OVERLAP_MODULE = "sglang.srt.managers.overlap_utils"
+
+REQUIRED_BUILDERS = ("prepare_for_extend", "prepare_for_decode")
+OPTIONAL_BUILDERS = ("filter_batch", "merge_batch", "get_model_worker_batch")
+
+
+class _State:
+    """Stagers by device (one per device per process), shared by every wrapped builder."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stagers: dict[str, Any] = {}
+        self.failed: set[str] = set()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.stagers.clear()
+            self.failed.clear()
+
+
+STATE = _State()
+
+
+def _key(device: Any) -> str | None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        return None
+    if dev.type == "cuda" and dev.index is None:
+        return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else None
+    return str(dev)
+
+
+def bind(device: Any, backend: Any) -> Any:
+    """Use ``backend`` (a SimDevice stand-in, a device module) for copies to ``device``; returns the stager."""
+    from ..staging import H2DStager
+
+    key = _key(device)
+    if key is None:
+        raise ValueError(f"not a torch device: {device!r}")
+    stager = H2DStager(backend, cc=True)
+    with STATE.lock:
+        STATE.stagers[key] = stager
+        STATE.failed.discard(key)
+    return stager
+
+
+def stager_for(device: Any) -> Any:
+    """The stager for ``device`` (made on first use), or None where staging does not apply."""
+    key = _key(device)
+    if key is None:
+        return None
+    stager = STATE.stagers.get(key)
+    if stager is not None or key in STATE.failed or key == "cpu":
+        return stager
+    with STATE.lock:
+        stager = STATE.stagers.get(key)
+        if stager is None and key not in STATE.failed:
+            try:
+                from ..staging import H2DStager
+
+                stager = H2DStager(key, cc=True)
+                STATE.stagers[key] = stager
+                log.info("cc_runtime: H2D input staging active on %s", key)
+            except Exception as exc:  # noqa: BLE001 - no staging: upstream's own copies
+                STATE.failed.add(key)
+                log.warning("cc_runtime: H2D staging unavailable on %s (%s); SGLang copies inputs itself",
+                            key, exc)
+    return stager
+
+
+def _targets(key: str) -> Any:
+    def is_target(device: Any) -> bool:
+        return _key(device) == key
+
+    return is_target
+
+
+def _device_of(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # A classmethod's instance is the class: its ``device`` is a dataclass default, not this batch's.
+    dev = None if isinstance(instance, type) else getattr(instance, "device", None)
+    if dev is None:  # ForwardBatch.init_new(batch, model_runner) / resolve_forward_inputs(batch, ...)
+        for a in (*args, *kwargs.values()):
+            dev = getattr(a, "device", None)
+            if dev is not None and not callable(dev):
+                break
+    return dev
+
+
+def _in_scope(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    from ..staging.deferred import current, deferred_h2d
+
+    if current() is not None:
+        return wrapped(*args, **kwargs)  # an outer builder's scope already collects
+    try:
+        device = _device_of(instance, args, kwargs)
+        stager = stager_for(device) if device is not None else None
+    except Exception as exc:  # noqa: BLE001 - never break the step over staging
+        log.warning("cc_runtime: H2D staging skipped for %s: %s", getattr(wrapped, "__name__", wrapped), exc)
+        stager = None
+    if stager is None:
+        return wrapped(*args, **kwargs)
+    with deferred_h2d(stager, _targets(_key(device) or "")):
+        return wrapped(*args, **kwargs)
+
+
+def _staged_async_h2d(original: Any) -> Any:
+    """0.5.23 ``async_h2d(args, *, dtype, device)`` through the stager (side stream; pass-through if idle)."""
+
+    def async_h2d(args: Any, *, dtype: Any, device: Any) -> Any:
+        from ..staging.deferred import current
+
+        stager = None if current() is not None else _safe_stager(device)
+        if stager is None:  # inside a builder scope the collector defers the body's own copy
+            return original(args, dtype=dtype, device=device)
+        return stager.copy([args], [dtype])[0]
+
+    async_h2d.__wrapped__ = original  # type: ignore[attr-defined]
+    return async_h2d
+
+
+def _staged_async_h2d_stack(original: Any) -> Any:
+    def async_h2d_stack(tensors: Any, *, device: Any) -> Any:
+        import torch
+
+        from ..staging.deferred import current
+
+        stager = None if current() is not None or not tensors[0].is_cpu else _safe_stager(device)
+        if stager is None:
+            return original(tensors, device=device)
+        return stager.copy([torch.stack(tensors)])[0]
+
+    async_h2d_stack.__wrapped__ = original  # type: ignore[attr-defined]
+    return async_h2d_stack
+
+
+def _safe_stager(device: Any) -> Any:
+    try:
+        return stager_for(device)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _wrap_builders(ctx: PatchContext) -> list[str]:
+    import importlib
+
+    sb = importlib.import_module(SCHEDULE_BATCH_MODULE).ScheduleBatch
+    fb = importlib.import_module(FORWARD_BATCH_MODULE).ForwardBatch
+    missing = [m for m in REQUIRED_BUILDERS if not hasattr(sb, m)]
+    if missing or not hasattr(fb, "init_new"):
+        raise RuntimeError(f"sglang batch builders not found ({missing or 'ForwardBatch.init_new'}): patch point moved")
+    wrapped = []
+    for name in (*REQUIRED_BUILDERS, *OPTIONAL_BUILDERS):
+        if hasattr(sb, name):
+            ctx.wrap(sb, name, _in_scope)
+            wrapped.append(f"ScheduleBatch.{name}")
+    ctx.wrap(fb, "init_new", _in_scope)
+    wrapped.append("ForwardBatch.init_new")
+    sbi = getattr(importlib.import_module(SAMPLING_MODULE), "SamplingBatchInfo", None)
+    if sbi is not None and hasattr(sbi, "from_schedule_batch"):  # also called outside the builders
+        ctx.wrap(sbi, "from_schedule_batch", _in_scope)
+        wrapped.append("SamplingBatchInfo.from_schedule_batch")
+    ctx.on_revert(STATE.reset)
+    return wrapped
+
+
+def _apply_builders(ctx: PatchContext) -> None:
+    _wrap_builders(ctx)
+
+
+def _apply_primitives(ctx: PatchContext) -> None:
+    import importlib
+
+    common = importlib.import_module(COMMON_MODULE)
+    overlap = importlib.import_module(OVERLAP_MODULE)
+    for name in ("async_h2d", "async_h2d_stack"):
+        if not callable(getattr(common, name, None)):
+            raise RuntimeError(f"{COMMON_MODULE}.{name} not found (0.5.23 patch point moved)")
+    if not callable(getattr(overlap, "resolve_forward_inputs", None)):
+        raise RuntimeError(f"{OVERLAP_MODULE}.resolve_forward_inputs not found (0.5.23 patch point moved)")
+    _wrap_builders(ctx)
+    ctx.wrap(overlap, "resolve_forward_inputs", _in_scope, rebind=True)
+    ctx.replace(common, "async_h2d", _staged_async_h2d(common.async_h2d), rebind=True)
+    ctx.replace(common, "async_h2d_stack", _staged_async_h2d_stack(common.async_h2d_stack), rebind=True)
+
+
+PATCHES = [
+    Patch(
+        name="sglang.h2d_staging",
+        target="sglang",
+        versions=">=0.5.12,<0.5.23",
+        summary="batch builders' host->device inputs cross once per builder, on an idle side stream",
+        upstream="vLLM PR 52226 (StagedH2DCopier, open); no SGLang release stages inputs",
+        apply=_apply_builders,
+        module=SCHEDULE_BATCH_MODULE,
+        why="under CC each per-step H2D input copy is a ~20-40 us crossing and waits behind the queued forward",
+    ),
+    Patch(
+        name="sglang.h2d_staging_primitives",
+        target="sglang",
+        versions=">=0.5.23,<0.5.24",
+        summary="async_h2d / async_h2d_stack, batch builders and resolve_forward_inputs stage inputs on a side stream",
+        upstream="vLLM PR 52226 (StagedH2DCopier, open); SGLang 0.5.23 turns pinning off under CC instead",
+        apply=_apply_primitives,
+        module=SCHEDULE_BATCH_MODULE,
+        why="under CC each per-step H2D input copy is a ~20-40 us crossing and waits behind the queued forward",
+    ),
+]
