@@ -66,7 +66,9 @@ def byte_pieces(tensors: Sequence[torch.Tensor], layout: Layout, pad: torch.Tens
         if seg.offset > cursor:
             pieces.append(pad[: seg.offset - cursor])
         if seg.nbytes:
-            flat = t.reshape(-1)  # a copy only when t is not contiguous
+            # contiguous() copies only a strided tensor; reshape(-1) would keep a 1-D one strided, and
+            # a strided tensor cannot be viewed as bytes.
+            flat = t.contiguous().view(-1)
             pieces.append(flat.view(torch.uint8) if flat.dtype != torch.uint8 else flat)
         cursor = seg.offset + seg.nbytes
     if layout.nbytes > cursor:

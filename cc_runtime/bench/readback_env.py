@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .common import BenchContext
@@ -35,6 +35,10 @@ class Env:
 
     def transfers(self) -> int:
         raise NotImplementedError
+
+    def charge_clock(self) -> Callable[[], float] | None:
+        """CPU seconds the worker thread has spent in the emulator's CC charges; None where not measured."""
+        return None
 
 
 class _SimEnv(Env):
@@ -73,6 +77,16 @@ class _SimEnv(Env):
 
     def transfers(self) -> int:
         return int(self.sim.stats["copies_d2h"])
+
+    def charge_clock(self) -> Callable[[], float] | None:
+        # Every cost the simulated device charges a calling thread goes through clock.charge_until,
+        # which counts that thread's CPU inside the wait (the GPU emulator's hooks do not, yet).
+        if self.worker is None:
+            return None
+        from ..emulator.clock import charged_cpu_s
+
+        thread = self.worker._thread
+        return lambda: charged_cpu_s(thread)
 
 
 class _CudaEnv(Env):

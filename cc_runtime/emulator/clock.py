@@ -6,33 +6,72 @@ calibrated wait rather than real AES-GCM through ``cryptography``: real AES runs
 instead of the profile, and benchmarks would stop being comparable. Under real CC the blocked thread
 sits inside a CUDA call that has released the GIL; so does this wait: it sleeps for the bulk and then
 yields (``os.sched_yield`` releases the GIL) until the deadline, so other Python threads keep running.
+
+A thread that sleeps here first lowers its timer slack (Linux ``PR_SET_TIMERSLACK``, 50 us by default)
+to 1 us, so a sleep wakes ~30 us late instead of ~90 us and the precision spin after it is short: a
+simulated stream spending a 3 ms kernel then burns ~80 us of CPU, not ~200 us.
+
+:func:`charge_until` / :func:`charge_s` are the same waits for a *cost charged to the calling thread*
+(a CC copy's encryption, a launch's encrypted submission): they also add the thread CPU time the wait
+took to a per-thread total (:func:`charged_cpu_s`), so a benchmark can report how much of a thread's
+measured CPU was the emulated charge and how much was the caller's own work.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
+import threading
 import time
 
 # sched_yield releases the GIL for ~1 us; time.sleep(0) would sleep for the timer slack (~50-80 us).
 _yield = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
 
-# Sleeping is only trusted this far ahead of the deadline (Linux timer slack is ~50-100 us).
-_SLEEP_MARGIN_S = 200e-6
+# Sleeping is only trusted this far ahead of the deadline: with a 1 us timer slack a 3 ms sleep wakes
+# ~30 us late at the median and ~50 us at p90 on a loaded 2-core VM; the default slack adds ~60 us.
+_SLEEP_MARGIN_S = 80e-6
+_SLEEP_MARGIN_DEFAULT_SLACK_S = 200e-6
 # Waits shorter than this spin holding the GIL: yielding would hand the GIL to a busy thread and come
 # back late (GIL hand-off costs more than the wait); other threads lose at most this much.
 _SPIN_ONLY_S = 20e-6
+
+_PR_SET_TIMERSLACK = 29
+_local = threading.local()
+_prctl = None
+if sys.platform.startswith("linux"):
+    try:
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # no libc symbol: keep the default slack and the wide margin
+        _prctl = None
+
+
+def _sleep_margin() -> float:
+    """This thread's margin; the first call lowers its timer slack (per thread, so once per thread)."""
+    margin = getattr(_local, "margin", None)
+    if margin is None:
+        margin = _SLEEP_MARGIN_DEFAULT_SLACK_S
+        if _prctl is not None:
+            try:
+                if _prctl(_PR_SET_TIMERSLACK, 1000, 0, 0, 0) == 0:  # 1 us, in ns
+                    margin = _SLEEP_MARGIN_S
+            except Exception:  # noqa: BLE001,S110 - a libc without prctl: keep the wide margin
+                pass
+        _local.margin = margin
+    return margin  # type: ignore[no-any-return]
 
 
 def wait_until(deadline: float) -> None:
     """Return once ``time.perf_counter() >= deadline``."""
     now = time.perf_counter()
     remaining = deadline - now
-    if remaining > _SLEEP_MARGIN_S * 1.5:
-        time.sleep(remaining - _SLEEP_MARGIN_S)
     if remaining < _SPIN_ONLY_S:
         while time.perf_counter() < deadline:
             pass
         return
+    margin = _sleep_margin()
+    if remaining > margin * 1.5:
+        time.sleep(remaining - margin)
     while time.perf_counter() < deadline:
         _yield()
 
@@ -41,3 +80,39 @@ def wait_s(seconds: float) -> None:
     """Spend ``seconds`` of wall time (no-op for <= 0)."""
     if seconds > 0:
         wait_until(time.perf_counter() + seconds)
+
+
+# -- charges: waits that stand for CPU work CC makes the calling thread do -------------------------
+_charged: dict[int, float] = {}  # thread ident -> CPU seconds spent in charges (written by that thread)
+
+
+def charge_until(deadline: float) -> None:
+    """:func:`wait_until`, counted as an emulated CC charge on this thread (see :func:`charged_cpu_s`)."""
+    if time.perf_counter() >= deadline:
+        return
+    cpu0 = time.thread_time()
+    wait_until(deadline)
+    ident = threading.get_ident()
+    # Only the owning thread writes its entry; a reader on another thread sees a whole float.
+    _charged[ident] = _charged.get(ident, 0.0) + (time.thread_time() - cpu0)
+
+
+def charge_s(seconds: float) -> None:
+    """:func:`wait_s`, counted as an emulated CC charge on this thread."""
+    if seconds > 0:
+        charge_until(time.perf_counter() + seconds)
+
+
+def charged_cpu_s(thread: threading.Thread | int | None = None) -> float:
+    """CPU seconds ``thread`` (default: the calling one) has spent in :func:`charge_until` so far.
+
+    Measured with ``time.thread_time`` around each charge, on the thread that pays it; read it twice
+    and subtract to get a window. Thread idents are reused after a thread exits: read it while the
+    thread is alive."""
+    if thread is None:
+        ident: int | None = threading.get_ident()
+    elif isinstance(thread, int):
+        ident = thread
+    else:
+        ident = thread.ident
+    return _charged.get(ident, 0.0) if ident is not None else 0.0

@@ -26,6 +26,10 @@ exercise real overlap behaviour with real threads. Every number it produces is *
   recorded after it; later work on that stream is skipped until then (CUDA's sticky error), never hung.
 - **Graphs**: ``g = Graph(); with capture(g): launch(...)`` records launches; ``g.replay()`` queues
   them as one item and charges ``profile.graph_replay_extra_s`` once (CC), not a launch cost per node.
+- **Charges**: every profile cost the *calling* thread pays (launch and D2D extras, a CC copy's cost)
+  is a :func:`.clock.charge_until` wait, so ``clock.charged_cpu_s(thread)`` tells a thread's CPU spent
+  in emulated CC charges apart from its own work; device time (a kernel's duration) is spent on the
+  stream thread and is not a charge.
 - **Events** (``Event(enable_timing)``): ``record``, ``query``, ``synchronize``, ``wait``,
   ``elapsed_time`` (corrupted per the profile under CC, seeded).
 """
@@ -41,7 +45,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .clock import wait_s, wait_until
+from .clock import charge_s, charge_until, wait_until
 from .events import EventCorruption
 from .profiles import OFF, Profile, load_profile
 from .simstream import SimDeviceError, SimEvent, SimGraph, SimStream
@@ -52,6 +56,29 @@ log = logging.getLogger("cc_runtime.emulator")
 CUDA_ERROR_NOT_SUPPORTED = 801
 
 __all__ = ["SimDevice", "SimDeviceError", "SimEvent", "SimGraph", "SimStream"]
+
+
+_STAT_KEYS = {d: (f"copies_{d}", f"bytes_{d}") for d in ("h2h", "h2d", "d2h", "d2d")}
+
+
+class _StreamContext:
+    """``SimDevice.stream(s)``: a plain class, not a generator context manager (the readback worker
+    enters one per copy, and a generator costs several calls more each time)."""
+
+    __slots__ = ("_local", "_stream", "_prev")
+
+    def __init__(self, local: threading.local, stream: SimStream | None) -> None:
+        self._local, self._stream = local, stream
+
+    def __enter__(self) -> SimStream | None:
+        if self._stream is not None:
+            self._prev = getattr(self._local, "stream", None)
+            self._local.stream = self._stream
+        return self._stream
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stream is not None:
+            self._local.stream = self._prev
 
 
 class SimDevice:
@@ -102,18 +129,9 @@ class SimDevice:
     def set_stream(self, stream: SimStream) -> None:
         self._local.stream = stream
 
-    @contextlib.contextmanager
-    def stream(self, stream: SimStream | None) -> Iterator[SimStream | None]:
+    def stream(self, stream: SimStream | None) -> _StreamContext:
         """Like ``torch.cuda.stream(s)``: work issued by this thread goes to ``stream`` inside."""
-        if stream is None:
-            yield None
-            return
-        prev = getattr(self._local, "stream", None)
-        self._local.stream = stream
-        try:
-            yield stream
-        finally:
-            self._local.stream = prev
+        return _StreamContext(self._local, stream)
 
     def synchronize(self, timeout: float | None = None) -> None:
         """Wait for every stream; the first failure found is raised (after all were waited for)."""
@@ -141,12 +159,18 @@ class SimDevice:
 
     # -- work ----------------------------------------------------------------------------------
     def launch(self, fn: Callable[[], Any] | None, duration_s: float = 0.0, stream: SimStream | None = None,
-               *, kind: str = "compute", label: str = "kernel") -> None:
+               *, kind: str = "compute", label: str = "kernel", inline_if_idle: bool = False) -> None:
         """Queue a "kernel": the stream thread spends ``duration_s`` then calls ``fn()``.
 
         ``kind`` ``compute`` or ``memory`` picks the profile's slow-down. The caller pays the profile's
         extra launch cost (CC) before the work is queued, as with an encrypted pushbuffer. While this
         thread captures a graph (``capture``), the kernel is recorded into it instead, uncharged.
+
+        ``inline_if_idle``: a zero-duration kernel on a stream with nothing queued or running runs on
+        the calling thread, in stream order (see ``SimStream._run_if_idle``). A GPU runs such a kernel
+        without waking any host thread; handing it to the stream thread costs the caller two thread
+        switches and a GIL round trip (tens of us of CPU on a loaded 2-core VM), more than the
+        kernel's own CPU, which the caller pays instead. For callers that wait for it next anyway.
         """
         scale = self.profile.memory_bound_scale if kind == "memory" else self.profile.compute_scale
         graph = getattr(self._local, "capturing", None)
@@ -154,8 +178,11 @@ class SimDevice:
             graph._nodes.append((fn, duration_s * scale, label))
             return
         stream = stream or self.current_stream()
-        wait_s(self.profile.launch_extra_s)
-        stream._submit(fn, duration_s * scale, label)
+        charge_s(self.profile.launch_extra_s)
+        if inline_if_idle and fn is not None and duration_s <= 0 and stream._run_if_idle(fn, label) is not None:
+            self.stats["inline_launches"] += 1
+        else:
+            stream._submit(fn, duration_s * scale, label)
         self.stats["launches"] += 1
 
     def Graph(self) -> SimGraph:  # noqa: N802 - like torch.cuda.CUDAGraph
@@ -188,14 +215,15 @@ class SimDevice:
             # CUDA refuses host-synchronous copies during capture; keep captured graphs launch-only.
             raise SimDeviceError(f"{self.name}: {direction} copy while capturing a graph is not supported")
         nbytes = int(src.numel() * src.element_size())
-        self.stats[f"copies_{direction}"] += 1
-        self.stats[f"bytes_{direction}"] += nbytes
+        copies_key, bytes_key = _STAT_KEYS[direction]
+        self.stats[copies_key] += 1
+        self.stats[bytes_key] += nbytes
         if direction == "h2h":
             dst.copy_(src)
             return dst
         if direction == "d2d":
             if self.cc:
-                wait_s(self.profile.d2d_extra_s)  # CC's extra is paid by the issuing thread, as a launch's
+                charge_s(self.profile.d2d_extra_s)  # CC's extra is paid by the issuing thread, as a launch's
             stream._submit(lambda: dst.copy_(src), OFF.copy_cost_s(nbytes, "d2d"), "d2d copy")
             if not non_blocking:
                 stream.synchronize()
@@ -214,9 +242,13 @@ class SimDevice:
                 start = time.perf_counter()
             else:
                 stream._raise_error()
-            with self._channel(start) as box:
+            start, held = self._channel_take(start)
+            try:
                 dst.copy_(src)
-                wait_until(box[0] + cost)
+                charge_until(start + cost)
+            finally:
+                if held:
+                    self._copy_lock.release()
             return dst
         if direction == "h2d" and not pinned and (self.cc or non_blocking):
             # Pageable H2D that does not wait for the stream (CC off with non_blocking, or the CC
@@ -224,7 +256,7 @@ class SimDevice:
             # copy's cost; the copy into device memory is queued behind the stream's earlier work.
             staged = src.clone()
             with self._channel(entered) as box:
-                wait_until(box[0] + cost)
+                charge_until(box[0] + cost)
             stream._submit(lambda: dst.copy_(staged), 0.0, "pageable h2d copy")
             self.stats["async_pageable_h2d"] += 1
             return dst
@@ -234,7 +266,7 @@ class SimDevice:
             # device would not pay (order is kept: nothing is queued ahead of it).
             stream._raise_error()
             dst.copy_(src)
-            wait_until(entered + cost)
+            charge_until(entered + cost)
             return dst
 
         def timed_copy() -> None:
@@ -247,22 +279,27 @@ class SimDevice:
             stream.synchronize()
         return dst
 
-    @contextlib.contextmanager
-    def _channel(self, start: float) -> Iterator[list[float]]:
+    def _channel_take(self, start: float) -> tuple[float, bool]:
         """One host<->device copy at a time under CC when the profile says copies serialise across
-        streams (arXiv 2606.23969); yields ``[start]``, moved to when the channel was free."""
-        box = [start]
+        streams (arXiv 2606.23969): take the channel; returns ``start`` moved to when the channel was
+        free, and whether the caller holds ``_copy_lock`` (to release)."""
         if not (self.cc and self.profile.copies_serialize_across_streams):
-            yield box
-            return
+            return start, False
         if not self._copy_lock.acquire(blocking=False):
             self.stats["serialized_copies"] += 1
             self._copy_lock.acquire()
-            box[0] = max(start, time.perf_counter())
+            start = max(start, time.perf_counter())
+        return start, True
+
+    @contextlib.contextmanager
+    def _channel(self, start: float) -> Iterator[list[float]]:
+        """:meth:`_channel_take` as a context manager; yields ``[start]``."""
+        start, held = self._channel_take(start)
         try:
-            yield box
+            yield [start]
         finally:
-            self._copy_lock.release()
+            if held:
+                self._copy_lock.release()
 
     # -- host memory and CC refusals -------------------------------------------------------------
     def mark_pageable(self, tensor: Any) -> Any:

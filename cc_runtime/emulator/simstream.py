@@ -7,12 +7,14 @@ replays captured launches as one queued item. Every number they produce is *simu
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .clock import wait_s
+from .clock import charge_s, wait_s
 
 if TYPE_CHECKING:
     from .simdevice import SimDevice
@@ -32,7 +34,13 @@ class _Item:
 
 
 class SimStream:
-    """An in-order queue executed by one background thread (like a CUDA stream)."""
+    """An in-order queue executed by one background thread (like a CUDA stream).
+
+    A thread waiting for work #n (``synchronize``, an event's ``synchronize``) sleeps on a lock of its
+    own that the stream thread releases when #n completes: it is woken once, when its work is done,
+    not after every earlier item (as a shared condition variable would), because every wake-up costs
+    the waiting thread CPU time that a real GPU's blocking sync would not.
+    """
 
     def __init__(self, device: SimDevice, name: str, priority: int = 0) -> None:
         self.device = device
@@ -45,6 +53,11 @@ class SimStream:
         self._error: tuple[BaseException, str, int] | None = None  # (exception, label, seq)
         self._skipped = 0
         self._closed = False
+        self._idle = False  # the stream thread sleeps for work: the next submission must wake it
+        # Waiters for completion: a heap of [seq, tie-break, gate]; a gate is a held lock that the
+        # stream thread releases once work #seq has completed.
+        self._waiters: list[list[Any]] = []
+        self._tie = itertools.count()
         self._thread = threading.Thread(target=self._run, name=f"{device.name}/{name}", daemon=True)
         self._thread.start()
 
@@ -58,14 +71,39 @@ class SimStream:
                 raise SimDeviceError(f"{self.device.name}: stream {self.name} is shut down")
             self._submitted += 1
             self._queue.append(_Item(fn, max(0.0, duration_s), label, self._submitted))
-            self._cond.notify_all()
+            if self._idle:
+                self._cond.notify()  # only the stream thread waits on this condition
             return self._submitted
+
+    def _run_if_idle(self, fn: Callable[[], Any], label: str = "work") -> int | None:
+        """Run zero-duration work ``fn`` on the calling thread when nothing is queued or running here.
+
+        Returns its sequence number, or None (stream busy or shut down: queue it instead). Order and
+        errors are as if the stream thread had run it: the stream's lock is held throughout, so nothing
+        can be queued ahead of it or run beside it, and a failure becomes the stream's sticky error,
+        raised by the next ``synchronize``, not here."""
+        with self._cond:
+            if self._closed or self._completed < self._submitted:
+                return None
+            self._submitted += 1
+            seq = self._submitted
+            if self._error is not None:
+                self._skipped += 1  # CUDA's sticky error: later work is skipped
+            else:
+                try:
+                    fn()
+                except BaseException as exc:  # noqa: BLE001 - handed to the next synchronize()
+                    self._error = (exc, label, seq)
+            self._completed = seq  # nobody can wait for seq yet: it was never visible before now
+            return seq
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
+                    self._idle = True
                     self._cond.wait()
+                    self._idle = False
                 if not self._queue:
                     return
                 item = self._queue.popleft()
@@ -82,16 +120,34 @@ class SimStream:
                         self._error = (exc, item.label, item.seq)
             with self._cond:
                 self._completed = item.seq
-                self._cond.notify_all()
+                waiters = self._waiters
+                while waiters and waiters[0][0] <= item.seq:
+                    heapq.heappop(waiters)[2].release()
 
     # -- completion ----------------------------------------------------------------------------
     def _wait_for(self, seq: int, timeout: float | None = None) -> None:
+        if self._completed >= seq:
+            return
         with self._cond:
-            if not self._cond.wait_for(lambda: self._completed >= seq, timeout):
-                raise TimeoutError(f"{self.device.name}: stream {self.name} did not reach work #{seq} "
-                                   f"within {timeout} s")
+            if self._completed >= seq:
+                return
+            gate = threading.Lock()
+            gate.acquire()
+            entry = [seq, next(self._tie), gate]
+            heapq.heappush(self._waiters, entry)
+        if gate.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return
+        with self._cond:
+            if self._completed >= seq:
+                return  # completed as the wait expired: the stream thread released (or will) the gate
+            self._waiters.remove(entry)
+            heapq.heapify(self._waiters)
+        raise TimeoutError(f"{self.device.name}: stream {self.name} did not reach work #{seq} "
+                           f"within {timeout} s")
 
     def _raise_error(self, upto_seq: int | None = None) -> None:
+        if self._error is None:
+            return  # one attribute read: the common case takes no lock
         with self._cond:
             err = self._error
             if err is None or (upto_seq is not None and err[2] > upto_seq):
@@ -104,14 +160,11 @@ class SimStream:
 
     def synchronize(self, timeout: float | None = None) -> None:
         """Wait for everything queued so far; re-raise a failure of queued work."""
-        with self._cond:
-            target = self._submitted
-        self._wait_for(target, timeout)
+        self._wait_for(self._submitted, timeout)
         self._raise_error()
 
     def query(self) -> bool:
-        with self._cond:
-            return self._completed >= self._submitted
+        return self._completed >= self._submitted  # two int reads: no lock needed under the GIL
 
     def wait_event(self, event: SimEvent) -> None:
         """Later work on this stream starts only after ``event`` has completed (host is not blocked)."""
@@ -155,7 +208,8 @@ class SimEvent:
             self._time = time.perf_counter()
 
         self._time = None
-        self._recorded = (stream, stream._submit(mark, 0.0, "event record"))
+        # Only a timing event needs the stream thread to stamp it; any other is a bare position.
+        self._recorded = (stream, stream._submit(mark if self.enable_timing else None, 0.0, "event record"))
 
     def query(self) -> bool:
         if self._recorded is None:
@@ -203,6 +257,6 @@ class SimGraph:
                 if fn is not None:
                     fn()
 
-        wait_s(dev.profile.graph_replay_extra_s)
+        charge_s(dev.profile.graph_replay_extra_s)
         (stream or dev.current_stream())._submit(run_all, 0.0, f"graph replay ({len(nodes)} nodes)")
         dev.stats["graph_replays"] += 1

@@ -226,7 +226,10 @@ class SimDeviceBackend(_Counting):
         stream.synchronize()
 
     def launch(self, fn: Callable[[], Any], cost_s: float = 0.0) -> None:
-        self.sim.launch(fn, cost_s, label="readback pack")
+        # The pack is waited for by the copy right after it: on the worker's idle private stream it
+        # runs on the worker, in stream order, instead of costing a hand-off to the stream thread
+        # that a GPU would not (SimDevice.launch, ``inline_if_idle``).
+        self.sim.launch(fn, cost_s, label="readback pack", inline_if_idle=True)
 
     def copy_to_host(self, dst: torch.Tensor, src: torch.Tensor, *, non_blocking: bool = False) -> None:
         self._count_transfer()

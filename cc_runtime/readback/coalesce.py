@@ -16,6 +16,7 @@ bandwidth time. Host tensors pass through untouched. The layout code is shared w
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..packing import ALIGN, Layout, Segment, plan, unpack
@@ -31,6 +32,64 @@ __all__ = ["ALIGN", "DEFAULT_MAX_COALESCE_BYTES", "Layout", "Segment", "pack", "
 DEFAULT_MAX_COALESCE_BYTES = 1 << 20
 
 
+# -- per-step costs on the readback worker -----------------------------------------------------------
+# The worker runs this code once per decode step, after sleeping through the step, so every call runs
+# with cold caches (several times its back-to-back cost): plan each (dtype, shape) signature once and
+# cut the host buffer with as few torch calls as possible.
+@dataclass(frozen=True)
+class _Recipe:
+    """How to cut a host buffer into typed views: one dtype view per distinct dtype, then one
+    ``as_strided`` per segment (half the torch calls of slice + view + reshape per segment)."""
+
+    dtypes: tuple[Any, ...]
+    #: per segment: (index into dtypes, element offset in that dtype, shape, contiguous strides)
+    cuts: tuple[tuple[int, int, tuple[int, ...], tuple[int, ...]], ...]
+
+
+def _recipe(layout: Layout) -> _Recipe:
+    dtypes: list[Any] = []
+    cuts = []
+    for seg in layout.segments:
+        if seg.dtype not in dtypes:
+            dtypes.append(seg.dtype)
+        strides: list[int] = []
+        acc = 1
+        for n in reversed(seg.shape):
+            strides.append(acc)
+            acc *= max(n, 1)
+        cuts.append((dtypes.index(seg.dtype), seg.offset // seg.dtype.itemsize, seg.shape, tuple(reversed(strides))))
+    return _Recipe(tuple(dtypes), tuple(cuts))
+
+
+_PLANS: dict[tuple[Any, ...], tuple[Layout, _Recipe]] = {}
+_PLANS_MAX = 256
+_PADS: dict[Any, torch.Tensor] = {}  # one never-read 16-byte pad per device, reused by every pack
+
+
+def _planned(key: tuple[Any, ...], tensors: Sequence[torch.Tensor]) -> tuple[Layout, _Recipe]:
+    """``plan(tensors)`` and its unpack recipe, cached by ``key``: the tensors' (dtype, shape) pairs."""
+    hit = _PLANS.get(key)
+    if hit is None:
+        layout = plan(tensors)
+        hit = (layout, _recipe(layout))
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()  # shapes that change every step: keep the cache bounded, not clever
+        _PLANS[key] = hit
+    return hit
+
+
+def _unpack(host: torch.Tensor, layout: Layout, recipe: _Recipe) -> list[torch.Tensor]:
+    """:func:`cc_runtime.packing.unpack` with the recipe's fewer calls; the same views."""
+    try:
+        bases = [host.view(dt) for dt in recipe.dtypes]
+        starts = [b.storage_offset() for b in bases]
+        return [bases[d].as_strided(shape, strides, starts[d] + off) for d, off, shape, strides in recipe.cuts]
+    except RuntimeError:
+        # A buffer whose size or offset does not divide by an element size (not one read_coalesced
+        # allocates): cut it segment by segment instead.
+        return unpack(host, layout)
+
+
 def pack(tensors: Sequence[torch.Tensor], backend: DeviceBackend | None = None,
          layout: Layout | None = None) -> tuple[torch.Tensor, Layout]:
     """Pack same-device ``tensors`` into one uint8 device buffer with one kernel on the current stream."""
@@ -42,7 +101,9 @@ def pack(tensors: Sequence[torch.Tensor], backend: DeviceBackend | None = None,
     device = tensors[0].device
     backend = backend or backend_for(device)
     buf = backend.device_empty(layout.nbytes, tensors[0])
-    pad = torch.empty(ALIGN, dtype=torch.uint8, device=device)  # padding bytes are never read
+    pad = _PADS.get(device)
+    if pad is None:  # padding bytes are never read, so one pad per device serves every pack
+        pad = _PADS[device] = torch.empty(ALIGN, dtype=torch.uint8, device=device)
 
     def kernel() -> None:
         pieces = _byte_pieces(tensors, layout, pad)
@@ -51,12 +112,6 @@ def pack(tensors: Sequence[torch.Tensor], backend: DeviceBackend | None = None,
 
     backend.launch(kernel)
     return buf, layout
-
-
-def _coalescable(t: torch.Tensor, max_bytes: int) -> bool:
-    import torch
-
-    return t.layout == torch.strided and not t.is_quantized and t.numel() * t.element_size() <= max_bytes
 
 
 def _keep_alive_on_stream(tensors: Sequence[torch.Tensor], backend: DeviceBackend) -> None:
@@ -89,28 +144,41 @@ def read_coalesced(
     import torch
 
     out: list[Any] = list(tensors)
-    device_idx = [i for i, t in enumerate(tensors) if isinstance(t, torch.Tensor)
-                  and (backend.is_device_tensor(t) if backend is not None else t.device.type != "cpu")]
-    if not device_idx:
+    # One pass (the worker pays every call on each step): which items cross, and which coalesce.
+    tensor_type, strided = torch.Tensor, torch.strided
+    is_dev = backend.is_device_tensor if backend is not None else None
+    first_device = None
+    group: list[int] = []
+    alone: list[int] = []
+    key: list[Any] = []
+    for i, t in enumerate(out):
+        if not isinstance(t, tensor_type) or not (is_dev(t) if is_dev is not None else t.device.type != "cpu"):
+            continue
+        device = t.device
+        if first_device is None:
+            first_device = device
+        if device == first_device and t.layout == strided and not t.is_quantized \
+                and t.numel() * t.element_size() <= max_coalesce_bytes:
+            group.append(i)
+            key.append((t.dtype, t.shape))
+        else:
+            alone.append(i)
+    if first_device is None:
         return out
-    first_device = tensors[device_idx[0]].device
     backend = backend or backend_for(first_device)
-    group = [i for i in device_idx
-             if tensors[i].device == first_device and _coalescable(tensors[i], max_coalesce_bytes)]
-    grouped = set(group)
-    alone = [i for i in device_idx if i not in grouped]
     if len(group) == 1:
         alone, group = sorted(alone + group), []
 
     if group:
         srcs = [tensors[i] for i in group]
-        buf, layout = pack(srcs, backend)
+        layout, recipe = _planned(tuple(key), srcs)
+        buf, layout = pack(srcs, backend, layout)
         host = torch.empty(layout.nbytes, dtype=torch.uint8, pin_memory=pin_memory)
         if layout.nbytes:
             backend.copy_to_host(host, buf, non_blocking=non_blocking)
         if non_blocking:
             _keep_alive_on_stream(srcs, backend)
-        for i, view in zip(group, unpack(host, layout), strict=True):
+        for i, view in zip(group, _unpack(host, layout, recipe), strict=True):
             out[i] = view
     for i in alone:
         src = tensors[i]

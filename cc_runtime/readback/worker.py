@@ -53,12 +53,18 @@ class CopyDone:
     ``record`` is a no-op (the worker signals completion); ``synchronize`` blocks until the copy has
     finished and re-raises its error; ``query`` says whether it finished (successfully or not).
     ``result`` is what the submitted function returned (for coalesced reads: the host tensors).
+
+    Completion is a plain lock held from creation until the copy finishes (a ``threading.Event`` is
+    a Python-level condition variable: a lock allocated per wait, a notify loop per set), so the
+    worker signals with one release and a consumer waits with one acquire.
     """
 
-    __slots__ = ("_event", "_error", "_result", "_worker", "seq", "__weakref__")
+    __slots__ = ("_gate", "_done", "_error", "_result", "_worker", "seq", "__weakref__")
 
     def __init__(self, worker: ReadbackWorker | None = None, seq: int = -1) -> None:
-        self._event = threading.Event()
+        self._gate = threading.Lock()
+        self._gate.acquire()  # released once, by whoever finishes the copy
+        self._done = False
         self._error: BaseException | None = None
         self._result: Any = None
         self._worker = weakref.ref(worker) if worker is not None else None
@@ -69,7 +75,13 @@ class CopyDone:
         """No-op: kept so code written for a CUDA event can call it unchanged."""
 
     def query(self) -> bool:
-        return self._event.is_set()
+        return self._done
+
+    def _wait(self, timeout: float) -> bool:
+        if self._gate.acquire(timeout=timeout):
+            self._gate.release()  # pass it on: every waiter, now and later, gets through
+            return True
+        return self._done
 
     def synchronize(self, timeout: float | None = None) -> None:
         """Wait for the copy; raise :class:`ReadbackError` (from the cause) if it failed.
@@ -77,9 +89,9 @@ class CopyDone:
         With ``timeout`` (seconds) a copy still running at the deadline raises TimeoutError.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._event.is_set():
+        while not self._done:
             slice_s = _POLL_S if deadline is None else min(_POLL_S, max(0.0, deadline - time.monotonic()))
-            if self._event.wait(slice_s):
+            if self._wait(slice_s):
                 break
             worker = self._worker() if self._worker is not None else None
             if worker is None or not worker._thread_alive():
@@ -93,12 +105,13 @@ class CopyDone:
             elif deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"readback #{self.seq} still running after {timeout} s")
         error = self._error
+        if error is None:
+            return
         if isinstance(error, ReadbackShutdownError):
             raise error
-        if error is not None:
-            raise ReadbackError(
-                f"device->host readback #{self.seq} failed ({type(error).__name__}: {error}); "
-                "destination host tensors are invalid") from error
+        raise ReadbackError(
+            f"device->host readback #{self.seq} failed ({type(error).__name__}: {error}); "
+            "destination host tensors are invalid") from error
 
     def wait(self, stream: Any = None) -> None:
         """A CUDA event's ``wait(stream)`` makes a stream wait; a host-side copy can only wait on the host."""
@@ -112,15 +125,16 @@ class CopyDone:
 
     @property
     def error(self) -> BaseException | None:
-        return self._error if self._event.is_set() else None
+        return self._error if self._done else None
 
     def _finish(self, result: Any, error: BaseException | None) -> bool:
         """First completion wins (a late worker after a shutdown timeout must not overwrite a failure)."""
         with _finish_lock:
-            if self._event.is_set():
+            if self._done:
                 return False
             self._result, self._error = result, error
-            self._event.set()
+            self._done = True  # after the result: a reader that sees _done sees the result
+        self._gate.release()
         return True
 
 
@@ -197,6 +211,8 @@ class ReadbackWorker:
         self._items: deque[_Item] = deque()
         self._current: _Item | None = None
         self._closed = False
+        self._blocked_producers = 0
+        self._worker_idle = False  # the worker sleeps for work: a submission must wake it  # producers waiting for room (backpressure): only then notify them
         self._bind_error: BaseException | None = None
         self._seq = 0
         self.completed = 0
@@ -221,14 +237,19 @@ class ReadbackWorker:
         with self._cv:
             while bounded and not self._closed and len(self._items) >= self.max_pending \
                     and self._thread.is_alive():
-                self._cv.wait(_POLL_S)
+                self._blocked_producers += 1
+                try:
+                    self._cv.wait(_POLL_S)
+                finally:
+                    self._blocked_producers -= 1
             # Numbered after the wait: producers released together then append in numbering order.
             seq = self._seq
             self._seq += 1
             done = CopyDone(self, seq)
             if not self._closed and self._thread.is_alive():
                 self._items.append(_Item(seq, ready, fn, args, kwargs, done))
-                self._cv.notify_all()
+                if self._worker_idle:
+                    self._cv.notify_all()
                 return done
         self._run_inline(fn, args, kwargs, done)
         return done
@@ -283,20 +304,21 @@ class ReadbackWorker:
         except Exception as exc:  # noqa: BLE001 - fail every copy with the cause instead of dying silently
             log.error("cc_runtime: readback worker cannot select device %s: %s", self.device, exc)
             self._bind_error = exc
+        cv, items = self._cv, self._items
         try:
             while True:
-                with self._cv:
-                    while not self._items and not self._closed:
-                        self._cv.wait()
-                    if not self._items:
+                with cv:
+                    self._current = None  # the previous item is finished
+                    while not items and not self._closed:
+                        self._worker_idle = True
+                        cv.wait()
+                        self._worker_idle = False
+                    if not items:
                         return  # closed and drained: nothing is left behind
-                    item = self._items.popleft()
-                    self._current = item
-                    self._cv.notify_all()
+                    item = self._current = items.popleft()
+                    if self._blocked_producers:
+                        cv.notify_all()  # room in the queue for a producer held by backpressure
                 self._execute(item)
-                with self._cv:
-                    self._current = None
-                    self._cv.notify_all()
         finally:
             self._fail_remaining("readback worker thread exited")
 

@@ -28,11 +28,19 @@ def test_simulated_run_reports_the_contracted_summary():
     result = readback.run(_ctx("cpu", batch_sizes="1,64", steps=20, step_ms=1.0, reps=2, host_us=100))
     s = result.summary
     for key in ("ratio_vs_cc_off", "uncorrected_ratio_vs_cc_off", "speedup_vs_inline",
-                "host_cpu_us_per_step_added", "worker_cpu_us_per_step"):
+                "host_cpu_us_per_step_added", "worker_cpu_us_per_step", "worker_own_cpu_us_per_step",
+                "worker_cc_charge_cpu_us_per_step"):
         assert s[key]["n"] == 2, key  # one value per repetition
         assert s[key]["min"] <= s[key]["median"] <= s[key]["max"], key
         assert s[key]["batch"] in (1, 64), key
     assert s["worker_cpu_us_per_step"]["min"] > 0
+    # The charge is measured on the worker (the h100 profile charges every copy and pack launch), and
+    # both halves of the split come from the same thread and window: own + charge = total, per batch.
+    assert s["worker_cc_charge_cpu_us_per_step"]["min"] > 0
+    for row in result.rows:
+        total, charge, own = row["worker_cpu_us"], row["worker_charge_cpu_us"], row["worker_own_cpu_us"]
+        assert 0 < charge["median"] <= total["max"]
+        assert own["min"] + charge["min"] <= total["max"] + 1e-6
     assert s["readback_errors"] == 0
     assert s["transfers_per_step"]["max"] == 1.0, "one crossing per step with cc_runtime"
     assert s["inline_transfers_per_step"]["min"] == 4.0, "upstream reads the four outputs one by one"
@@ -59,17 +67,17 @@ def test_summary_pairs_arms_within_a_repetition_and_reports_the_worst_batch(monk
     script = {
         (1, "cc_off"): [(100.0, 50.0, None), (200.0, 50.0, None), (100.0, 50.0, None)],
         (1, "cc_inline"): [(50.0, 80.0, None), (100.0, 80.0, None), (50.0, 80.0, None)],
-        (1, "cc_runtime"): [(99.0, 60.0, 20.0), (190.0, 70.0, 25.0), (101.0, 55.0, 21.0)],
+        (1, "cc_runtime"): [(99.0, 60.0, 20.0, 5.0), (190.0, 70.0, 25.0, 4.0), (101.0, 55.0, 21.0, 6.0)],
         (8, "cc_off"): [(100.0, 50.0, None)] * 3,
         (8, "cc_inline"): [(40.0, 90.0, None)] * 3,
-        (8, "cc_runtime"): [(90.0, 52.0, 40.0), (80.0, 51.0, 41.0), (95.0, 53.0, 39.0)],
+        (8, "cc_runtime"): [(90.0, 52.0, 40.0, 30.0), (80.0, 51.0, 41.0, 29.0), (95.0, 53.0, 39.0, 31.0)],
     }
     calls = {k: 0 for k in script}
 
     def fake_loop(env, arm, bs, cfg, steps):
-        sps, sched, worker = script[(bs, arm)][calls[(bs, arm)]]
+        sps, sched, worker, *charge = script[(bs, arm)][calls[(bs, arm)]]
         calls[(bs, arm)] += 1
-        return readback.ArmRun(sps, 1.0 if arm == "cc_runtime" else 4.0, 0, sched, worker)
+        return readback.ArmRun(sps, 1.0 if arm == "cc_runtime" else 4.0, 0, sched, worker, *charge)
 
     monkeypatch.setattr(readback, "run_loop", fake_loop)
     s = readback.run(_ctx("cpu", batch_sizes="1,8", steps=5, reps=3)).summary
@@ -81,6 +89,10 @@ def test_summary_pairs_arms_within_a_repetition_and_reports_the_worst_batch(monk
     assert s["host_cpu_us_per_step_added"]["batch"] == 1
     assert s["host_cpu_us_per_step_added"]["median"] == pytest.approx(10.0)
     assert s["worker_cpu_us_per_step"] == {"median": 40.0, "min": 39.0, "max": 41.0, "n": 3, "batch": 8}
+    # Own = total - charge within each run; each key reports its own worst batch.
+    assert s["worker_own_cpu_us_per_step"] == {"median": 15.0, "min": 15.0, "max": 21.0, "n": 3, "batch": 1}
+    assert s["worker_cc_charge_cpu_us_per_step"]["batch"] == 8
+    assert s["worker_cc_charge_cpu_us_per_step"]["median"] == pytest.approx(30.0)
     assert all(n == 3 for n in calls.values())
 
 

@@ -149,3 +149,43 @@ def test_cuda_roundtrip_and_worker():
         via_worker = worker.submit_coalesced(ts).result
     for t, a, b in zip(ts, inline, via_worker, strict=True):
         assert torch.equal(t.cpu(), a) and torch.equal(t.cpu(), b)
+
+
+def test_strided_tensors_roundtrip_including_a_strided_1d_one(sim_cc):
+    # A 1-D strided tensor stays strided under reshape(-1), and a strided tensor cannot be viewed as
+    # bytes: the pack kernel must make it contiguous first (it failed the whole readback before).
+    backend = backend_for(sim_cc)
+    base = torch.arange(40, dtype=torch.int64)
+    wants = [base[::2], torch.arange(12, dtype=torch.float32).reshape(3, 4).t(), torch.arange(6, dtype=torch.int16)]
+    got = read_coalesced([_on_device(sim_cc, w) if w.is_contiguous() else sim_cc.mark_device(w) for w in wants],
+                         backend=backend)
+    assert backend.transfers == 1
+    for w, g in zip(wants, got, strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape and torch.equal(g, w)
+
+
+def test_signatures_that_alternate_each_get_their_own_layout(sim_off):
+    # Layouts are cached by (dtype, shape) signature: same dtypes, different shapes must not share one.
+    backend = backend_for(sim_off)
+    for step in range(6):
+        bs = (1, 7, 256)[step % 3]
+        wants = [torch.full((bs,), step, dtype=torch.int64), torch.full((bs, 5), -step, dtype=torch.float32),
+                 torch.full((bs,), step, dtype=torch.int32)]
+        got = read_coalesced([_on_device(sim_off, w) for w in wants], backend=backend)
+        for w, g in zip(wants, got, strict=True):
+            assert g.shape == w.shape and torch.equal(g, w)
+
+
+def test_fast_unpack_falls_back_for_a_buffer_that_is_not_one_read_coalesced_allocated():
+    # read_coalesced cuts its host buffer with one dtype view per dtype; a buffer one byte longer than
+    # the layout has no int64 view, so it must be cut segment by segment, giving the same views.
+    from cc_runtime.readback.coalesce import _recipe, _unpack
+
+    wants = [torch.arange(3, dtype=torch.int64), torch.arange(5, dtype=torch.float16), torch.ones((2, 3))]
+    layout = plan(wants)
+    for extra in (0, 1):
+        buf = torch.zeros(layout.nbytes + extra, dtype=torch.uint8)
+        for w, seg in zip(wants, layout.segments, strict=True):
+            buf[seg.offset: seg.offset + seg.nbytes] = w.reshape(-1).view(torch.uint8)
+        for w, g in zip(wants, _unpack(buf, layout, _recipe(layout)), strict=True):
+            assert g.dtype == w.dtype and g.shape == w.shape and torch.equal(g, w)

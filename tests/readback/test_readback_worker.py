@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 import torch
@@ -403,3 +404,29 @@ def test_worker_waits_for_the_device_only_on_blocking_events(sim_off):
     assert done.result == 7
     worker.shutdown()
     assert module.event_flags and all(module.event_flags), module.event_flags
+
+
+def test_every_consumer_waiting_on_one_copy_wakes_when_it_completes(sim_off, gate):
+    # Completion is one lock released once; each waiter must pass it on, or only the first would
+    # wake (the rest at their next liveness poll, 0.25 s later).
+    with ReadbackWorker(sim_off) as worker:
+        sim_off.launch(gate.wait)
+        done = worker.submit(lambda: 7)
+        woke: list[float] = []
+        lock = threading.Lock()
+
+        def consume() -> None:
+            done.synchronize(10)
+            with lock:
+                woke.append(time.monotonic())
+
+        threads = [threading.Thread(target=consume) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.02)  # let them block: each wait slice (0.25 s) then ends >= 0.23 s after the copy
+        opened = time.monotonic()
+        gate.event.set()
+        for t in threads:
+            t.join(10)
+        assert len(woke) == 4 and done.result == 7
+        assert max(woke) - opened < 0.15, "a waiter slept until its poll instead of waking with the copy"
