@@ -29,7 +29,7 @@ to the own part, because the charge is set by the profile (~25-31 us per step fo
 Both halves run on the simulated device's Python and threads, so they are *simulated* figures: a
 CPU that sleeps between 3 ms steps runs the worker's torch calls with cold caches (a
 ``read_coalesced`` that costs ~50 us back to back costs ~3-4x that after a 3 ms sleep on a loaded
-2-core VM). On a GPU (emulated CC) the charge is not separated: the key is absent.
+2-core VM). On a GPU the emulator charges through the same clock, so the keys are measured alike.
 
 Each (batch, arm) runs ``reps`` times, the arms interleaved within a repetition; ratios are taken
 within a repetition and reported as median [min-max] over repetitions. A ratio above 1.0 is noise,

@@ -37,8 +37,15 @@ class Env:
         raise NotImplementedError
 
     def charge_clock(self) -> Callable[[], float] | None:
-        """CPU seconds the worker thread has spent in the emulator's CC charges; None where not measured."""
-        return None
+        """CPU seconds the worker thread has spent in the emulator's CC charges (the simulated device and
+        the GPU emulator charge every cost through ``clock.charge_until``, which counts the paying
+        thread's CPU inside the wait); None without a worker."""
+        if self.worker is None:
+            return None
+        from ..emulator.clock import charged_cpu_s
+
+        thread = self.worker._thread
+        return lambda: charged_cpu_s(thread)
 
 
 class _SimEnv(Env):
@@ -78,15 +85,6 @@ class _SimEnv(Env):
     def transfers(self) -> int:
         return int(self.sim.stats["copies_d2h"])
 
-    def charge_clock(self) -> Callable[[], float] | None:
-        # Every cost the simulated device charges a calling thread goes through clock.charge_until,
-        # which counts that thread's CPU inside the wait (the GPU emulator's hooks do not, yet).
-        if self.worker is None:
-            return None
-        from ..emulator.clock import charged_cpu_s
-
-        thread = self.worker._thread
-        return lambda: charged_cpu_s(thread)
 
 
 class _CudaEnv(Env):

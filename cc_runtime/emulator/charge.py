@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .clock import wait_s, wait_until
+from .clock import charge_s, charge_until
 from .events import EventCorruption
 from .profiles import Profile, load_profile
 
@@ -159,7 +159,7 @@ class Emulator:
         try:
             if direction == "d2d":
                 out = do()  # device-side copy: no host sync; the extra comes on top of the real submission
-                wait_s(p.d2d_extra_s)
+                charge_s(p.d2d_extra_s)
             elif p.host_synchronous(direction, pinned):
                 stream = self.backend.current_stream(device)
                 if not stream.query():
@@ -170,13 +170,13 @@ class Emulator:
                     stream.synchronize()  # the copy itself is done before the call returns
                     if nbytes is None:
                         nbytes = nbytes_of(out)
-                    wait_until(box[0] + p.copy_cost_s(nbytes, direction, pinned))
+                    charge_until(box[0] + p.copy_cost_s(nbytes, direction, pinned))
             else:  # pageable H2D read as not host-synchronous: the staging cost, no stream wait
                 with self._channel(start) as box:
                     out = do()
                     if nbytes is None:
                         nbytes = nbytes_of(out)
-                    wait_until(box[0] + p.copy_cost_s(nbytes, direction, pinned))
+                    charge_until(box[0] + p.copy_cost_s(nbytes, direction, pinned))
                 self._count("async_pageable_h2d")
         finally:
             loc.depth -= 1
@@ -201,11 +201,11 @@ class Emulator:
         """Charge one eager launch whose hook was entered at ``started`` (perf_counter)."""
         if self.backend.is_capturing():
             return
-        wait_until(started + self.profile.launch_extra_s - self.hook_overhead_s)
+        charge_until(started + self.profile.launch_extra_s - self.hook_overhead_s)
         self._count("launches")
 
     def replay(self) -> None:
-        wait_s(self.profile.graph_replay_extra_s)
+        charge_s(self.profile.graph_replay_extra_s)
         self._count("graph_replays")
 
     def elapsed_time(self, ms: float) -> float:

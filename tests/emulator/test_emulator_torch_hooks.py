@@ -263,8 +263,8 @@ def test_charge_uses_the_profile_cost(monkeypatch) -> None:
     deadlines: list[float] = []
     extras: list[float] = []
     monkeypatch.setattr(charge.time, "perf_counter", lambda: 100.0)  # a frozen clock: deadlines are exact
-    monkeypatch.setattr(charge, "wait_until", deadlines.append)
-    monkeypatch.setattr(charge, "wait_s", extras.append)
+    monkeypatch.setattr(charge, "charge_until", deadlines.append)
+    monkeypatch.setattr(charge, "charge_s", extras.append)
     busy_stream = types.SimpleNamespace(query=lambda: False, synchronize=lambda: None)
     em = ec.Emulator(load_profile("h100"), ec.StandInBackend(busy_stream))
     em.active = True
