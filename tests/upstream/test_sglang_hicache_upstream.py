@@ -43,7 +43,7 @@ def sglang_version() -> str:
         pytest.skip("not in an upstream-* nox session (CC_RUNTIME_TEST_SGLANG unset)")
     pytest.importorskip("sglang")
     got = installed_version("sglang")
-    assert got == wanted, f"session promised SGLang {got}, found {got}"
+    assert got == wanted, f"session promised SGLang {wanted}, found {got}"
     return got
 
 
