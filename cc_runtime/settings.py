@@ -286,8 +286,9 @@ for _v in (
         number(8, PREFILL_GRAPH_MAX_TOKENS_LIMIT, f"multiple of 8, 8..{PREFILL_GRAPH_MAX_TOKENS_LIMIT}",
                integer=True, multiple_of=8)),
     Var("CC_RUNTIME_BOOTSTRAP", "0", "0|1",
-        "Internal, set by `import cc_runtime` and `cc-runtime launch`: the .pth bootstrap activates "
-        "cc_runtime in every Python process that inherits it.", boolean, internal=True),
+        "Internal, set by `import cc_runtime` (when CC is on, forced or emulated) and `cc-runtime "
+        "launch`: the .pth bootstrap activates cc_runtime in every Python process that inherits it.",
+        boolean, internal=True),
     Var("CC_RUNTIME_DECISION", "", "set by cc_runtime",
         "Internal, set by cc_runtime: the parent's resolved CC decision (JSON). A child with the same "
         "`CC_RUNTIME_CC`/`CC_RUNTIME_EMULATE` reuses it instead of querying NVML again.", decision,
@@ -359,7 +360,7 @@ class Settings:
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """All settings at once; keyword overrides (None = not given) win over the environment.
 
-        Raises SettingsError for the first invalid value, after checking every variable.
+        Raises SettingsError for the first invalid value, before anything is changed.
         """
         by_attr = {v.attr: v.name for v in VARS.values()}
         unknown = sorted(set(overrides) - set(by_attr))
