@@ -134,7 +134,10 @@ def _export(state: CCState, args: dict[str, Any]) -> None:
     for key, value in args.items():
         if value is not None:
             settings.export(_ARG_VARS[key], ("1" if value else "0") if isinstance(value, bool) else str(value))
-    settings.export(BOOTSTRAP_VAR, "1")
+    if state.enabled:
+        # Off CC the children have nothing to patch: without the gate they never import cc_runtime
+        # (no start-up cost in every Python child); one that imports it still reuses the decision.
+        settings.export(BOOTSTRAP_VAR, "1")
     settings.export(DECISION_VAR, to_decision(state, settings.raw("CC_RUNTIME_CC"),
                                               settings.raw("CC_RUNTIME_EMULATE")))
 

@@ -164,7 +164,7 @@ def patch_list(var: str, raw: Any) -> frozenset[str] | None:
     known = known_patch_names()
     for name in names:
         stem = name[:-1] if name.endswith("*") else name
-        if not stem or "*" in stem or not all(c.isalnum() or c in "._-" for c in stem):
+        if name != "*" and (not stem or "*" in stem or not all(c.isalnum() or c in "._-" for c in stem)):
             raise SettingsError(var, raw, _PATCHES_ALLOWED, f"{shorten(name)} is not a patch name or prefix")
         matches = [k for k in known if k.startswith(stem)] if name.endswith("*") else [k for k in known if k == name]
         if not matches:
@@ -258,7 +258,8 @@ for _v in (
     Var("CC_RUNTIME_PATCHES", "*", _PATCHES_ALLOWED,
         "Allowlist of patches to apply (e.g. `sglang.*,triton.autotune_timer`). Every name or prefix "
         "must match a registered patch; an unknown one is an error that suggests the closest names. "
-        "Opt-in (experimental) patches apply only when named exactly, never through `*` or a prefix.",
+        "Opt-in (experimental) patches apply only when named exactly, never through `*` or a prefix "
+        "(`*,sglang.allreduce_fusion_ipc`: every patch plus that opt-in one).",
         patch_list),
     Var("CC_RUNTIME_STRICT", "0", "0|1",
         "1 fails activation (raises; the .pth bootstrap exits the process) when a patch that should "
@@ -285,8 +286,9 @@ for _v in (
         number(8, PREFILL_GRAPH_MAX_TOKENS_LIMIT, f"multiple of 8, 8..{PREFILL_GRAPH_MAX_TOKENS_LIMIT}",
                integer=True, multiple_of=8)),
     Var("CC_RUNTIME_BOOTSTRAP", "0", "0|1",
-        "Internal, set by `import cc_runtime` and `cc-runtime launch`: the .pth bootstrap activates "
-        "cc_runtime in every Python process that inherits it.", boolean, internal=True),
+        "Internal, set by `import cc_runtime` (when CC is on, forced or emulated) and `cc-runtime "
+        "launch`: the .pth bootstrap activates cc_runtime in every Python process that inherits it.",
+        boolean, internal=True),
     Var("CC_RUNTIME_DECISION", "", "set by cc_runtime",
         "Internal, set by cc_runtime: the parent's resolved CC decision (JSON). A child with the same "
         "`CC_RUNTIME_CC`/`CC_RUNTIME_EMULATE` reuses it instead of querying NVML again.", decision,
@@ -358,7 +360,7 @@ class Settings:
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """All settings at once; keyword overrides (None = not given) win over the environment.
 
-        Raises SettingsError for the first invalid value, after checking every variable.
+        Raises SettingsError for the first invalid value, before anything is changed.
         """
         by_attr = {v.attr: v.name for v in VARS.values()}
         unknown = sorted(set(overrides) - set(by_attr))

@@ -1,7 +1,7 @@
 """``cc-runtime bench startup``: what cc_runtime costs every Python process start.
 
-SGLang, torch inductor's compile workers and tokenizer pools start many processes, and each inherits
-``CC_RUNTIME_BOOTSTRAP=1``. Arms, interleaved round by round so drift hits all of them alike, each a
+SGLang, torch inductor's compile workers and tokenizer pools start many processes, and under CC (or
+with ``cc-runtime launch``) each inherits ``CC_RUNTIME_BOOTSTRAP=1``. Arms, interleaved round by round so drift hits all of them alike, each a
 fresh ``sys.executable`` process:
 
 * ``python -c pass`` without and with the bootstrap (CC off, with the decision a parent exports, as a

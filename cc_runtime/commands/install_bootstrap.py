@@ -1,9 +1,11 @@
 """``cc-runtime install-bootstrap``: put the start-up bootstrap into this interpreter's site-packages.
 
 A wheel install ships ``cc_runtime_bootstrap.pth`` (and ``cc_runtime.start``, PEP 829) at the top of
-site-packages. An editable install (``pip install -e .``, PEP 660) does not run ``build_py``, so nothing
-lands there and spawned children are never activated; ``doctor`` reports that (``bootstrap.installed``)
-and this command is the fix. The files do nothing unless ``CC_RUNTIME_BOOTSTRAP`` is set.
+site-packages; an editable install (``pip install -e .``, PEP 660) gets them through ``setup.py``'s
+hook on setuptools' ``editable_wheel``. Where neither ran (a setuptools without that hook, a copied
+source tree, files removed by hand) spawned children are never activated; ``doctor`` reports that
+(``bootstrap.installed``) and this command is the fix. The files do nothing unless
+``CC_RUNTIME_BOOTSTRAP`` is set.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def info() -> dict[str, Any]:
     if not installed:
         out["fix"] = ("spawned Python processes (SGLang's scheduler, compile workers) will not activate "
                       "cc_runtime unless they load the SGLang plugin; run `cc-runtime install-bootstrap` "
-                      "(an editable `pip install -e` does not install the .pth) or use `cc-runtime launch`")
+                      "(e.g. after an editable install whose setuptools lacks the hook setup.py uses) or use "
+                      "`cc-runtime launch`")
     return out
 
 

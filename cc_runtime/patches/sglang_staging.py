@@ -250,6 +250,7 @@ def _apply_primitives(ctx: PatchContext) -> None:
 PATCHES = [
     Patch(
         name="sglang.h2d_staging",
+        family="sglang.h2d_staging",  # version-specific variants of one fix (strict mode)
         target="sglang",
         versions=">=0.5.12,<0.5.23",
         summary="batch builders' host->device inputs cross once per builder, on an idle side stream",
@@ -260,6 +261,7 @@ PATCHES = [
     ),
     Patch(
         name="sglang.h2d_staging_primitives",
+        family="sglang.h2d_staging",  # version-specific variants of one fix (strict mode)
         target="sglang",
         versions=">=0.5.23,<0.5.24",
         summary="async_h2d / async_h2d_stack, batch builders and resolve_forward_inputs stage inputs on a side stream",

@@ -45,6 +45,9 @@ _SG12 = "SGLang 0.5.12 (nox upstream-0.5.12)"
 _FI072 = "flashinfer-python 0.7.2.post1 (nox upstream-0.5.23)"
 _FI0611 = "flashinfer-python 0.6.11.post1 (nox upstream-0.5.12)"
 _TARGETS = "tests/upstream/test_patch_targets.py"
+_HICACHE = "tests/upstream/test_sglang_hicache_upstream.py"
+_FUSION = "tests/upstream/test_sglang_allreduce_fusion_upstream.py"
+_SNAPSHOT = "tests/readback/test_readback_snapshot_upstream.py"
 
 EVIDENCE: dict[str, Evidence] = {
     "sglang.cc_env": Evidence(cpu=(f"{_SG23}: {_TARGETS}",)),
@@ -67,6 +70,16 @@ EVIDENCE: dict[str, Evidence] = {
         f"{_SG12}: tests/graphs/test_sglang_prefill_graphs_upstream.py",)),
     "sglang.prefill_graphs_0_5_23": Evidence(cpu=(
         f"{_SG23}: tests/graphs/test_sglang_prefill_graphs_upstream.py",)),
+    "sglang.hicache_host_pool": Evidence(cpu=(f"{_SG23}: {_HICACHE}",)),
+    "sglang.hicache_host_pool_inline": Evidence(cpu=(f"{_SG12}: {_HICACHE}",)),
+    "sglang.hicache_io_backend": Evidence(cpu=(f"{_SG12}: {_HICACHE}", f"{_SG23}: {_HICACHE}")),
+    # The FlashInfer side (the IPC workspace kind reaching the allocator) only on 0.5.23: FlashInfer
+    # 0.6.11.post1's flashinfer.comm does not import on a CPU (it needs cuda.tile).
+    "sglang.allreduce_fusion_ipc": Evidence(cpu=(
+        f"{_SG12}: {_FUSION} (SGLang's side)",
+        f"{_SG23}, {_FI072}: {_FUSION}")),
+    "sglang.readback_snapshot_worker": Evidence(cpu=(f"{_SG12}: {_SNAPSHOT}",)),
+    "sglang.readback_snapshot": Evidence(cpu=(f"{_SG23}: {_SNAPSHOT}",)),
     "sglang.h2d_staging": Evidence(cpu=(f"{_SG12}: tests/staging/test_staging_sglang_upstream.py",)),
     "sglang.h2d_staging_primitives": Evidence(cpu=(f"{_SG23}: tests/staging/test_staging_sglang_upstream.py",)),
 }

@@ -173,8 +173,13 @@ class PatchManager:
         if not version_in_range(rec.version, p.versions):
             sibling = self._sibling_for(rec)
             if sibling is not None:
-                self._set(rec, "not applicable", f"{p.target} {rec.version} is outside {p.versions}; "
-                          f"{sibling.patch.name} ({sibling.patch.versions}) covers it", quiet=True)
+                # An explicit family: the sibling is the same fix for this version. The default family
+                # (the target) only says the installed version is supported by some patch of it.
+                covers = (f"{sibling.patch.name} ({sibling.patch.versions}) covers it" if p.family else
+                          f"a fix for those releases only ({p.target} {rec.version} is supported: "
+                          f"{sibling.patch.name} targets it)")
+                self._set(rec, "not applicable", f"{p.target} {rec.version} is outside {p.versions}; {covers}",
+                          quiet=True)
             else:
                 ranges = "; ".join(sorted({r.patch.versions for r in self._family(rec)}))
                 self._set(rec, "skipped", f"{p.target} {rec.version} is outside every supported range "

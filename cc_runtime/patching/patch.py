@@ -60,13 +60,13 @@ class Patch:
     #: What the patch has been verified against (real upstream on CPU, GPU, CC hardware); None: the
     #: project's record in :mod:`cc_runtime.patching.evidence`.
     evidence: Evidence | None = None
+    #: Experimental patches apply only when named exactly in CC_RUNTIME_PATCHES (not by '*' or a prefix).
+    opt_in: bool = False
 
     def verified_by(self) -> Evidence:
         from .evidence import evidence_for
 
         return self.evidence if self.evidence is not None else evidence_for(self.name)
-    #: Experimental patches apply only when named exactly in CC_RUNTIME_PATCHES (not by '*' or a prefix).
-    opt_in: bool = False
 
     def upstream_status(self) -> str:
         return f"{self.upstream}; fixed in {self.fixed_in}" if self.fixed_in else f"{self.upstream}; not fixed upstream"

@@ -74,6 +74,8 @@ def test_disable_is_reported_as_disabled_and_exports_nothing():
 def test_child_inherits_the_decision_without_nvml_or_patch_modules():
     parent, rep = _child({})
     assert rep["ctypes"] and "NVML" in rep["reason"]  # the parent asked NVML (no GPU here: off)
+    # off CC children are not bootstrapped (no start-up cost); one that imports cc_runtime reuses this
+    assert rep["changed"] == ["CC_RUNTIME_DECISION"]
     decision = json.loads(subprocess.run(
         [sys.executable, "-c", "import cc_runtime, os; print(os.environ['CC_RUNTIME_DECISION'])"],
         env={**{k: v for k, v in os.environ.items() if not k.startswith("CC_RUNTIME_")}, "PYTHONPATH": str(REPO)},

@@ -34,3 +34,14 @@ def test_ordinary_patch_is_not_opt_in(target):  # noqa: F811 - fixture
     mgr.activate(ON, Settings.load(env={}))
     assert mgr.records["test.compute"].status == "applied" and mgr.as_list()[0]["opt_in"] is False
     mgr.revert_all()
+
+
+def test_star_in_a_list_keeps_every_patch_and_adds_the_named_opt_in_one():
+    """`*,<opt-in name>`: how a user adds an experimental patch without listing every other one."""
+    from cc_runtime.patches import all_patches
+
+    opt_in = next(p.name for p in all_patches() if p.opt_in)
+    s = Settings.load(env={"CC_RUNTIME_PATCHES": f"*,{opt_in}"})
+    assert all(s.patch_allowed(p.name) for p in all_patches())
+    assert [p.name for p in all_patches() if s.patch_named(p.name)] == [opt_in]
+    assert not Settings.load(env={}).patch_named(opt_in)

@@ -323,3 +323,37 @@ def test_strict_mode_fails_on_a_version_outside_every_range_of_the_family(target
     mgr = PatchManager([make_patch(target, name="test.v2", versions=">=2")])
     with pytest.raises(PatchError, match="outside every supported range"):
         mgr.activate(ON, Settings.load(env=STRICT))
+
+
+def test_every_registered_patch_records_the_real_upstream_tests_that_verify_it():
+    """`cc-runtime patches` and the README show this record; a patch without one reads "none"."""
+    import re
+
+    from cc_runtime.patches import all_patches
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for patch in all_patches():
+        cpu = patch.verified_by().cpu
+        assert cpu, f"{patch.name}: no CPU evidence in cc_runtime/patching/evidence.py"
+        for line in cpu:
+            files = re.findall(r"tests/[\w/]+\.py", line)
+            assert files, f"{patch.name}: {line!r} names no test file"
+            for f in files:
+                assert os.path.isfile(os.path.join(root, f)), f"{patch.name}: {f} does not exist"
+
+
+def test_a_named_family_is_not_covered_by_patches_of_other_families(target):
+    """The staging / readback / hicache families: another fix applying to the installed version does not
+    make a gap in this fix's ranges 'not applicable' (strict mode fails); the default family does."""
+    importlib.import_module(target)
+    other = make_patch(target, name="test.other", versions=">=1.4")
+    for family, status in (("test.fix", "skipped"), (None, "not applicable")):
+        mgr = PatchManager([make_patch(target, name="test.old", versions="<1.4", family=family), other])
+        if family:
+            with pytest.raises(PatchError, match="test.old"):
+                mgr.activate(ON, Settings.load(env=STRICT))
+        else:
+            mgr.activate(ON, Settings.load(env=STRICT))
+            assert "for those releases only" in mgr.records["test.old"].reason
+        assert mgr.records["test.old"].status == status, mgr.records["test.old"].reason
+        mgr.revert_all()

@@ -190,7 +190,9 @@ def test_editable_install_ships_the_bootstrap_and_children_activate(tmp_path):
                           capture_output=True, text=True, timeout=60).stdout.strip()
     assert (Path(site) / "cc_runtime_bootstrap.pth").is_file()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CC_RUNTIME_") and k != "PYTHONPATH"}
-    env["CC_RUNTIME_CC"] = "0"
+    # CC forced off (this venv has no dependencies to patch with); the gate set by hand, as `cc-runtime
+    # launch` sets it (off CC `import cc_runtime` does not set it: nothing to patch in children).
+    env.update(CC_RUNTIME_CC="0", CC_RUNTIME_BOOTSTRAP="1")
     code = ("import subprocess, sys, cc_runtime\n"
             "print(subprocess.run([sys.executable, '-c', 'import sys; print(\"cc_runtime\" in sys.modules)'],"
             " capture_output=True, text=True).stdout.strip())")

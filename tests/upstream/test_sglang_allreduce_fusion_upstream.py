@@ -5,10 +5,10 @@ resolution (0.5.23), a real ``torch.distributed`` gloo group for the preflight's
 real FlashInfer 0.7.2.post1 ``create_allreduce_fusion_workspace`` -> ``TRTLLMAllReduceFusionWorkspace``.
 
 Stand-ins, only for what cannot exist on a CPU-only machine (each says so where it is used):
-* ``DriverStandIn``: cuda-python's driver bindings (``cuda.bindings.driver`` needs libcuda to import).
-  Its multicast calls return CUDA_ERROR_NOT_SUPPORTED, as under CC. The emulator's "multicast
-  unavailable" hook for cuda-python (issue 11, ``cc_runtime/emulator``) replaces this stand-in's
-  multicast answer after merge; the allocation calls stay a stand-in (they need a GPU).
+* ``DriverStandIn``: cuda-python's driver bindings (``cuda.bindings.driver`` needs libcuda to import),
+  answering as a GPU without CC would. CC's "multicast unavailable" comes from cc_runtime's emulator
+  (``cc_runtime.emulator.bindings.install_refusals`` with the h100 profile), which hooks this stand-in
+  exactly as it hooks the real bindings; the allocation calls stay a stand-in (they need a GPU).
 * FlashInfer's workspace allocation (``trtllm_create_ipc_workspace_for_all_reduce_fusion`` allocates
   device memory and exchanges IPC handles): a recorder that returns the real function's result shape.
 * The module globals SGLang's import block sets when FlashInfer is usable (``is_flashinfer_available()``
@@ -51,7 +51,7 @@ class _Struct:
 
 
 class DriverStandIn:
-    """Stand-in for ``cuda.bindings.driver`` (needs libcuda): multicast unavailable, as under CC."""
+    """Stand-in for ``cuda.bindings.driver`` (needs libcuda), as on a GPU without CC (multicast works)."""
 
     CUresult = CUresult
     CUmemAllocationProp = _Struct
@@ -75,7 +75,7 @@ class DriverStandIn:
 
     def cuMulticastGetGranularity(self, prop: Any, flags: Any) -> tuple[CUresult, int]:  # noqa: N802
         self.calls.append("cuMulticastGetGranularity")
-        return CUresult.CUDA_ERROR_NOT_SUPPORTED, 0  # multicast is unavailable under CC
+        return CUresult.CUDA_SUCCESS, 2 << 20
 
     def cuMemCreate(self, size: int, prop: Any, flags: int) -> tuple[CUresult, Any]:  # noqa: N802
         self.calls.append(f"cuMemCreate:{prop.requestedHandleTypes}")
@@ -157,6 +157,18 @@ def fusion(sglang_version: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sim
 
 
 def _use_driver(fusion: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, driver: DriverStandIn) -> None:
+    """SGLang gets ``driver`` with CC's refusals installed by the emulator (multicast unavailable)."""
+    from cc_runtime.emulator.bindings import install_refusals
+    from cc_runtime.emulator.profiles import load_profile
+
+    install_refusals(None, load_profile("h100"), driver=driver, discover=False)
+    refused = driver.cuMulticastGetGranularity  # type: ignore[method-assign]
+
+    def asked(*args: Any) -> Any:  # records that SGLang asked (the emulator answers without the stand-in)
+        driver.calls.append("cuMulticastGetGranularity")
+        return refused(*args)
+
+    driver.cuMulticastGetGranularity = asked  # type: ignore[method-assign]
     monkeypatch.setattr(fusion.mod, "get_cuda_driver_bindings", lambda: driver)
 
 

@@ -54,10 +54,10 @@ print("REPORT" + json.dumps({"label": st.label, "rows": rows, "changed": changed
 """
 
 
-def _run_plugin(extra: dict) -> tuple[subprocess.CompletedProcess, dict]:
+def _run_plugin(extra: dict, code: str = STRICT_CODE) -> tuple[subprocess.CompletedProcess, dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CC_RUNTIME_", "SGLANG_FORCE", "FLASHINFER_"))}
     env.update(SGLANG_PLUGINS="cc_runtime", **extra)
-    r = subprocess.run([sys.executable, "-c", STRICT_CODE], env=env, capture_output=True, text=True, timeout=280)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=280)
     assert r.returncode == 0, r.stderr[-3000:]
     return r, json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("REPORT")][-1][6:])
 
@@ -99,3 +99,32 @@ def test_forced_strict_import_exits_0():
     r = subprocess.run([sys.executable, "-c", "import cc_runtime"], env=env, capture_output=True, text=True,
                        timeout=280)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+EVERY_TARGET_CODE = STRICT_CODE.replace("rows = {", """import importlib
+from cc_runtime.patches import all_patches
+for p in all_patches():
+    if p.module:
+        try:
+            importlib.import_module(p.module)
+        except ImportError:
+            pass  # a module of the other SGLang release (its patch is 'not applicable' here)
+rows = {""")
+
+
+@pytest.mark.timeout(300)
+def test_forced_strict_every_patch_applies_once_its_real_target_is_imported():
+    """After load_plugins(), CC forced + strict, importing every patch's real target module: each patch is
+    applied or, as a version sibling, not applicable (only the opt-in one stays disabled); none waits."""
+    if not os.environ.get("CC_RUNTIME_TEST_SGLANG"):
+        pytest.skip("not in an upstream-* nox session")
+    r, rep = _run_plugin({"CC_RUNTIME_CC": "1", "CC_RUNTIME_STRICT": "1"}, EVERY_TARGET_CODE)
+    rows = rep["rows"]
+    assert rows.pop("sglang.allreduce_fusion_ipc") == "disabled"
+    assert rows.pop("emulation") == "not applicable"  # CC forced, not emulated
+    assert {n: s for n, s in rows.items() if s not in ("applied", "not applicable")} == {}
+    from cc_runtime.patches import all_patches
+
+    for family in ("sglang.readback", "sglang.readback_snapshot", "sglang.hicache_host_pool", "sglang.h2d_staging"):
+        members = [p.name for p in all_patches() if p.family == family]
+        assert sorted(rows[n] for n in members) == ["applied", "not applicable"], (family, rows)
