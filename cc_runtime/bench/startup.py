@@ -28,7 +28,6 @@ from .common import BenchContext, BenchResult, spread
 
 DESCRIPTION = "process start-up: bootstrap cost on `python -c pass`, `import cc_runtime` CC off / on"
 
-TARGETS = {"bootstrap_added_ms": 15.0, "import_ms_cc_off": 40.0}
 _IMPORT = ("import time; t0 = time.perf_counter(); import cc_runtime; "
            "print('MS', (time.perf_counter() - t0) * 1e3)")
 
@@ -79,11 +78,33 @@ def _arms() -> tuple[dict[str, tuple[list[str], dict[str, str]]], dict[str, Any]
             [py, "-c", _IMPORT], {k: v for k, v in boot_env.items() if k != "CC_RUNTIME_BOOTSTRAP"}),
     }
     facts = {"bootstrap_via": via, "python": py,
-             # Without .pyc files every process compiles cc_runtime from source: say so, it dominates.
-             "bytecode_cache": "off (PYTHONDONTWRITEBYTECODE is set)" if os.environ.get("PYTHONDONTWRITEBYTECODE")
-             else "on",
+             "bytecode_cache": _precompile(),
              "cc_off_by": "CC_RUNTIME_CC=0" if here.enabled else f"{here.source}: {here.reason}"}
     return arms, facts
+
+
+def _precompile() -> str:
+    """Write cc_runtime's .pyc files, as ``pip install`` does for a wheel.
+
+    Without them every process compiles cc_runtime from source, which then dominates the measurement
+    (machines and CI images that set PYTHONDONTWRITEBYTECODE never cache them); a deployed install has
+    them. compileall writes them whatever that variable says; the processes measured only read them."""
+    import compileall
+
+    import cc_runtime
+
+    pkg = os.path.dirname(os.path.abspath(cc_runtime.__file__))
+    ok = compileall.compile_dir(pkg, quiet=1)
+    boot = os.path.join(os.path.dirname(pkg), "_cc_runtime_bootstrap.py")
+    if os.path.isfile(boot):
+        import py_compile
+
+        try:
+            py_compile.compile(boot, doraise=True)
+        except (OSError, py_compile.PyCompileError):
+            ok = False
+    return "precompiled by the benchmark (as pip does at install)" if ok else \
+        "could not write every .pyc (read-only install?): some processes compile from source"
 
 
 def _once(argv: list[str], env: dict[str, str]) -> tuple[float, float | None]:
@@ -133,10 +154,9 @@ def run(ctx: BenchContext) -> BenchResult:
         s = spread(measured)
         rows.append({"arm": name, "what": "import time in-process" if inner[name] else "process wall time",
                      "median_ms": s["median"], "min_ms": s["min"], "max_ms": s["max"], "n": s["n"]})
-    notes = [f"{k}: median {summary[k]['median']:.1f} ms, target {'<=' if k.startswith('boot') else '<'} "
-             f"{v:g} ms: {'met' if summary[k]['median'] <= v else 'NOT met'}" for k, v in TARGETS.items()]
-    notes.append("bootstrap_added_ms: per-round difference of the two `python -c pass` arms "
-                 f"(bootstrap via {facts['bootstrap_via']})")
+    # The targets live in bench/goals.py with the others; `cc-runtime bench` marks them met/MISSED.
+    notes = ["bootstrap_added_ms: per-round difference of the two `python -c pass` arms "
+             f"(bootstrap via {facts['bootstrap_via']}; .pyc: {facts['bytecode_cache']})"]
     return BenchResult(
         benchmark="startup",
         summary=summary,

@@ -157,6 +157,13 @@ def test_bench_startup_writes_the_documented_summary(tmp_path):
     for key in ("bootstrap_added_ms", "import_ms_cc_off", "import_ms_cc_on"):
         assert set(data["summary"][key]) == {"median", "min", "max", "n"} and data["summary"][key]["n"] == 3
     assert data["model"] == {} and "bootstrap_via" in data["environment"]
+    # Measured with cc_runtime's .pyc in place (as after pip install), even where PYTHONDONTWRITEBYTECODE
+    # is set: without them every child compiles cc_runtime from source and that is what gets measured.
+    assert data["environment"]["bytecode_cache"].startswith("precompiled")
+    import cc_runtime
+
+    pkg = Path(cc_runtime.__file__).parent
+    assert list((pkg / "__pycache__").glob("settings.*.pyc")), "the benchmark left no .pyc behind"
 
 
 def test_doctor_renders_gpu_facts_readably():
