@@ -135,7 +135,7 @@ class ArmRun:
         return self.worker_cpu_us - self.worker_charge_cpu_us
 
 
-def _consume(handle: tuple[int, Any]) -> int:
+def consume_results(handle: tuple[int, Any]) -> int:
     """Process one step's results after its copy_done; returns how many values were wrong."""
     step, rb = handle
     if isinstance(rb, tuple):
@@ -182,10 +182,10 @@ def run_loop(env: Env, arm: str, bs: int, cfg: Config, steps: int) -> ArmRun:
             else:
                 rb = env.inline_readback(outs)
         if prev is not None:
-            errors += _consume(prev)
+            errors += consume_results(prev)
         prev = (step, rb)
     if prev is not None:
-        errors += _consume(prev)
+        errors += consume_results(prev)
     elapsed = time.perf_counter() - t0
     sched_cpu = time.thread_time() - cpu0
     # Both read before shutdown ends the thread; the charge last, so it never exceeds the total.

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .common import BenchContext, BenchResult, modelled, one_intra_op_thread, progress, ratio_spread, spread
+from .readback import consume_results
 
 DESCRIPTION = "scheduler step under CC: inline inputs + readback (upstream) vs readback worker vs + H2D staging"
 
@@ -255,18 +256,6 @@ def _arm(ctx: BenchContext, arm: str, mm_reps: dict[float, int]) -> Iterator[tup
                 worker.shutdown()
 
 
-def _consume(handle: tuple[int, Any]) -> int:
-    step, rb = handle
-    if isinstance(rb, tuple):
-        hosts, done = rb
-        done.synchronize()
-    else:
-        hosts = rb.result
-    ids = hosts[0].tolist()
-    _ = hosts[1].tolist(), hosts[2].tolist(), hosts[3].tolist()
-    return sum(1 for v in ids if v != step)
-
-
 def _run_loop(dev: Any, worker: Any, stager: Any, loop: str, size: int, cfg: Config,
               hostwork: Any, pinned_inputs: bool = False) -> dict[str, float]:
     """One measured run: steps/s, crossings per step, scheduler-thread CPU per step, errors."""
@@ -303,10 +292,10 @@ def _run_loop(dev: Any, worker: Any, stager: Any, loop: str, size: int, cfg: Con
                 staged.release()
             rb: Any = worker.submit_coalesced(outs) if worker is not None else dev.inline_readback(outs)
         if prev is not None:
-            readback_errors += _consume(prev)
+            readback_errors += consume_results(prev)
         prev = (step, rb)
     if prev is not None:
-        readback_errors += _consume(prev)
+        readback_errors += consume_results(prev)
     elapsed, cpu = time.perf_counter() - t0, time.thread_time() - c0
     h1, d1 = dev.counts(stager, worker)
     if dev.kind == "cuda":
