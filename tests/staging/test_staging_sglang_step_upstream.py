@@ -28,6 +28,7 @@ under CC, SGLang 0.5.12 pins nothing under CC), the patched ones by the simulate
 from __future__ import annotations
 
 import dataclasses
+from array import array
 from types import SimpleNamespace
 from typing import Any
 
@@ -40,16 +41,28 @@ from cc_runtime import runtime  # noqa: E402
 
 pytestmark = [pytest.mark.upstream, pytest.mark.timeout(300)]
 
+PATCH_FOR = {"0.5.12": "sglang.h2d_staging", "0.5.23": "sglang.h2d_staging_primitives"}
 PROMPTS = ([0, 1, 2, 3], [10, 11, 12, 13, 14], [20, 21, 22, 23, 24, 25])
 
 
 @pytest.fixture
-def sg(sglang_version: str, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    if sglang_version != "0.5.12":
-        pytest.skip(f"whole-step chain driven on 0.5.12 only (see module docstring), not {sglang_version}")
-    from sglang.srt import server_args
+def sg(sglang_version: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    if sglang_version not in ("0.5.12", "0.5.23"):
+        pytest.skip(f"no whole-step recipe for SGLang {sglang_version}")
     from sglang.srt.managers import schedule_batch
     from sglang.srt.model_executor import forward_batch_info
+
+    ns = SimpleNamespace(version=sglang_version, sb=schedule_batch, fbi=forward_batch_info)
+    monkeypatch.setattr(forward_batch_info, "enable_num_token_non_padded", lambda: False)
+    if sglang_version == "0.5.23":
+        from sglang.srt.runtime_context import get_context
+
+        override = get_context().override_server_args(attention_backend="torch_native", device="cpu")
+        ns.server_args = override.install()  # SGLang's own test hook: a published dummy config
+        yield ns
+        override.restore()
+        return
+    from sglang.srt import server_args
 
     args = object.__new__(server_args.ServerArgs)  # the CLI's defaults; __post_init__ probes a GPU
     for f in dataclasses.fields(server_args.ServerArgs):
@@ -59,8 +72,8 @@ def sg(sglang_version: str, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
             setattr(args, f.name, f.default_factory())
     args.model_path, args.attention_backend = "stand-in/model", "torch_native"
     monkeypatch.setattr(server_args, "_global_server_args", args)
-    monkeypatch.setattr(forward_batch_info, "enable_num_token_non_padded", lambda: False)
-    return SimpleNamespace(sb=schedule_batch, fbi=forward_batch_info, server_args=server_args)
+    ns.server_args = args
+    yield ns
 
 
 @pytest.fixture
@@ -76,39 +89,70 @@ class Step:
     """One request set, pools and allocator as a scheduler holds them; drives the real builders."""
 
     def __init__(self, sg: SimpleNamespace, *, moe_ep: bool, dp: bool) -> None:
-        from sglang.srt.mem_cache.allocator import TokenToKVPoolAllocator
         from sglang.srt.mem_cache.cache_init_params import CacheInitParams
-        from sglang.srt.mem_cache.chunk_cache import ChunkCache
         from sglang.srt.mem_cache.memory_pool import ReqToTokenPool
         from sglang.srt.sampling.sampling_params import SamplingParams
         from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
-        self.sg, self.dp = sg, dp
+        self.sg, self.dp, self.new = sg, dp, sg.version == "0.5.23"
         sg.fbi.enable_num_token_non_padded = lambda: moe_ep  # stand-in for the EP group size (restored by sg)
         pool = ReqToTokenPool(size=8, max_context_len=64, device="cpu", enable_memory_saver=False)
+        if self.new:
+            from sglang.srt.mem_cache.allocator.token import TokenToKVPoolAllocator
+            from sglang.srt.mem_cache.radix_cache import RadixCache as Cache  # disable=True: chunk-cache mode
+        else:
+            from sglang.srt.mem_cache.allocator import TokenToKVPoolAllocator
+            from sglang.srt.mem_cache.chunk_cache import ChunkCache as Cache
         alloc = TokenToKVPoolAllocator(size=256, dtype=torch.float16, device="cpu", kvcache=None, need_sort=False)
-        cache = ChunkCache(CacheInitParams(disable=True, req_to_token_pool=pool,
-                                           token_to_kv_pool_allocator=alloc, page_size=1))
+        cache = Cache(CacheInitParams(disable=True, req_to_token_pool=pool, token_to_kv_pool_allocator=alloc,
+                                      page_size=1))
         reqs = []
         for i, ids in enumerate(PROMPTS):
             sp = SamplingParams(temperature=0.5 + i, top_p=0.9 - 0.1 * i, top_k=20 + i, max_new_tokens=8)
             sp.normalize(None)
-            r = sg.sb.Req(f"r{i}", "", list(ids), sp, vocab_size=128)
-            r.fill_ids, r.prefix_indices, r.extend_input_len = r.origin_input_ids, torch.empty(0, dtype=torch.int64), len(ids)
+            if self.new:  # what the scheduler's admission (init_next_round_input) leaves on a fresh request
+                r = sg.sb.Req(f"r{i}", "", array("q", ids), sp, vocab_size=128)
+                r.refresh_fill_ids()
+                r.prefix_len, r.extend_end = 0, len(ids)
+            else:
+                r = sg.sb.Req(f"r{i}", "", list(ids), sp, vocab_size=128)
+                r.fill_ids, r.prefix_indices = r.origin_input_ids, torch.empty(0, dtype=torch.int64)
+                r.extend_input_len = len(ids)
             reqs.append(r)
-        model_config = SimpleNamespace(is_encoder_decoder=False, is_matryoshka=False, vocab_size=128, hidden_size=16)
+        model_config = SimpleNamespace(  # stand-in: no model is loaded
+            is_encoder_decoder=False, is_matryoshka=False, vocab_size=128, hidden_size=16, model_is_mrope=False,
+            requires_mm_token_modalities=False)
         self.batch = sg.sb.ScheduleBatch.init_new(reqs, pool, alloc, cache, model_config, False,
                                                   SpeculativeAlgorithm.NONE)
-        self.runner = SimpleNamespace(  # stand-in: what init_new reads of a ModelRunner
-            device="cpu", req_to_token_pool=pool, token_to_kv_pool=None, attn_backend=None,
-            token_to_kv_pool_allocator=alloc, server_args=sg.server_args.get_global_server_args(),
-            use_ngram_embedding=False, model_is_mrope=False, is_hybrid_swa=False)
+        if self.new:
+            from sglang.srt.managers.overlap_utils import FutureMap
+            from sglang.srt.mem_cache.kv_index_translator import KVIndexTranslator
+
+            self.future_map = FutureMap(torch.device("cpu"), SpeculativeAlgorithm.NONE, pool)
+            translator = KVIndexTranslator(req_to_token=pool.req_to_token, token_to_kv_pool_allocator=alloc,
+                                           token_to_kv_pool=None, page_size=1, device="cpu")
+            self.runner = SimpleNamespace(  # stand-in: what init_new reads of a ModelRunner
+                device="cpu", is_draft_worker=False, model_config=model_config, kv_index_translator=translator,
+                prefill_attention_backend_str="torch_native", lora_manager=None,
+                ngram_embedding_manager=SimpleNamespace(enabled=False))
+        else:
+            self.runner = SimpleNamespace(
+                device="cpu", req_to_token_pool=pool, token_to_kv_pool=None, attn_backend=None,
+                token_to_kv_pool_allocator=alloc, server_args=sg.server_args, use_ngram_embedding=False,
+                model_is_mrope=False, is_hybrid_swa=False)
 
     def _forward_batch(self) -> Any:
-        if self.dp:  # the scheduler's DP-attention sync sets these before the worker batch
-            n = len(self.batch.input_ids)
-            self.batch.global_num_tokens = self.batch.global_num_tokens_for_logprob = [n, n]
-        return self.sg.fbi.ForwardBatch.init_new(self.batch.get_model_worker_batch(), self.runner)
+        b, fbi = self.batch, self.sg.fbi
+        if self.new:  # Scheduler.run_batch: input ids at forward entry, then the worker's init_new
+            from sglang.srt.managers import overlap_utils
+
+            overlap_utils.resolve_forward_inputs(b, self.future_map)
+        if self.dp:  # the scheduler's DP-attention sync sets these before the forward batch
+            n = len(b.input_ids)
+            b.global_num_tokens = b.global_num_tokens_for_logprob = [n, n]
+        if self.new:
+            return fbi.ForwardBatch.init_new(b, self.runner, return_hidden_states_before_norm=False)
+        return fbi.ForwardBatch.init_new(b.get_model_worker_batch(), self.runner)
 
     def prefill(self) -> Any:
         self.batch.prepare_for_extend()
@@ -116,7 +160,12 @@ class Step:
 
     def decode(self, *, finish: int | None = None) -> Any:
         b = self.batch
-        b.output_ids = b.seq_lens + 100  # the last sampled tokens, on the device as the sampler leaves them
+        sampled = b.seq_lens + 100  # the last sampled tokens, on the device as the sampler leaves them
+        if self.new:  # 0.5.23 relays them through the future map; input_ids resolve at forward entry
+            self.future_map.output_tokens_buf[b.req_pool_indices] = sampled
+            b.input_ids = None
+        else:
+            b.output_ids = sampled
         if finish is not None:
             b.reqs[finish].finished_reason = self.sg.sb.FINISH_LENGTH(length=8)
             b.filter_batch()
@@ -126,7 +175,7 @@ class Step:
 
 FORWARD_FIELDS = ("input_ids", "req_pool_indices", "seq_lens", "out_cache_loc", "orig_seq_lens", "positions",
                   "extend_seq_lens", "extend_prefix_lens", "extend_start_loc", "num_token_non_padded",
-                  "global_num_tokens_gpu", "global_num_tokens_for_logprob_gpu")
+                  "global_num_token_non_padded", "global_num_tokens_gpu", "global_num_tokens_for_logprob_gpu")
 SAMPLING_FIELDS = ("temperatures", "top_ps", "top_ks", "min_ps")
 
 
@@ -149,7 +198,7 @@ class Crossings:
             def __torch_function__(self, func, types, args=(), kwargs=None):
                 kwargs = kwargs or {}
                 if func in (torch.Tensor.to, torch._C.TensorBase.to) and args and args[0].device.type == "cpu" \
-                        and any(isinstance(a, (str, torch.device)) for a in (*args[1:], *kwargs.values())):
+                        and not (sim is not None and sim.is_device(args[0])) and any(isinstance(a, (str, torch.device)) for a in (*args[1:], *kwargs.values())):
                     counter.direct += 1
                 elif func is torch.tensor and kwargs.get("device") is not None:
                     counter.direct += 1
@@ -179,7 +228,7 @@ def _run(sg: SimpleNamespace, sim: Any | None, case: dict[str, bool], finish: in
         from cc_runtime.patches import sglang_staging
 
         cc_runtime.activate(cc="1")
-        rec = runtime.manager().records["sglang.h2d_staging"]
+        rec = runtime.manager().records[PATCH_FOR[sg.version]]
         assert rec.status == "applied", (rec.status, rec.reason)
         sglang_staging.bind("cpu", sim)  # the SimDevice stands in for the GPU on torch's cpu device
     step = Step(sg, **case)
@@ -222,3 +271,24 @@ def test_decode_step_after_a_request_finished(sg, sim):
     for name in want[1]:
         assert torch.equal(want[1][name], got[1][name]), name
     assert got[1]["input_ids"].tolist() == [104, 106]  # requests 0 and 2 go on
+
+
+def test_0_5_23_rebuilt_prefill_ids_are_copied_at_forward_entry(sg, sim):
+    """The builder's copy of input_ids stands in only for the very host tensor it copied."""
+    if sg.version != "0.5.23":
+        pytest.skip("prefill_input_ids_cpu / resolve_forward_inputs are 0.5.23's")
+    from sglang.srt.managers import overlap_utils
+
+    from cc_runtime.patches import sglang_staging
+
+    runtime._reset_for_tests()
+    cc_runtime.activate(cc="1")
+    sglang_staging.bind("cpu", sim)
+    step = Step(sg, moe_ep=False, dp=False)
+    step.batch.prepare_for_extend()
+    rebuilt = step.batch.prefill_input_ids_cpu + 1000  # as a merge or an encoder replay rebuilds it
+    step.batch.prefill_input_ids_cpu = rebuilt
+    with Crossings(sim) as c:
+        overlap_utils.resolve_forward_inputs(step.batch, step.future_map)
+    assert c.n == 1
+    assert torch.equal(step.batch.input_ids, rebuilt) and step.batch.prefill_input_ids_cpu is None
