@@ -20,10 +20,32 @@ PatchContext, so ``cc_runtime.deactivate()`` restores the original objects):
   one device->device copy fills the placeholders. A builder that makes its inputs before it uses them
   crosses once.
 * ``sglang.h2d_staging_primitives`` (0.5.23): the same builders plus ``resolve_forward_inputs`` (the
-  prefill ``input_ids`` copy at forward entry, on the forward stream); and the central primitives
-  ``utils.common.async_h2d`` / ``async_h2d_stack`` (37 call sites) stage through the side stream
-  wherever they are called, so none waits behind a queued forward (rebound in every module that
+  prefill ``input_ids`` copy at forward entry, on the forward stream); ``prepare_for_extend`` also copies
+  the prefill ``input_ids`` inside its own scope, so they ride its crossing, and
+  ``resolve_forward_inputs`` uses that copy while ``prefill_input_ids_cpu`` is still the tensor copied
+  (the forward stream waits on the schedule stream before it, as for ``seq_lens``); and the central
+  primitives ``utils.common.async_h2d`` / ``async_h2d_stack`` (37 call sites) stage through the side
+  stream wherever they are called, so none waits behind a queued forward (rebound in every module that
   imported them by name).
+
+Verified per step on the real builder chain of both versions (CPU, simulated device:
+tests/staging/test_staging_sglang_step_upstream.py; SGLang's own ``Req``, ``ReqToTokenPool``,
+``TokenToKVPoolAllocator``, chunk cache, ``FutureMap`` and ``KVIndexTranslator``; stand-ins for the model
+runner, the model config, the parallel groups and the Triton launch), device tensors identical with and
+without the patch. Crossings per step, upstream -> patched, for TP1 / MoE EP / MoE EP + DP attention:
+
+* prefill (``prepare_for_extend`` .. ``ForwardBatch.init_new``), ``torch_native`` allocation path:
+  0.5.12 12 / 13 / 15 -> 2, 0.5.23 14 / 13 / 15 -> 2: the schedule-side builders once, ``init_new``
+  (which runs where the forward does, after the scheduler's stream wait) once.
+* prefill with a Triton allocation path (MoE EP): 13 -> 3 on 0.5.12 and 0.5.23. ``alloc_for_extend``
+  launches ``write_req_to_token_pool_triton``, which reads the builder's pending inputs mid-builder, so
+  they cross there; the sampling inputs (and on 0.5.23 ``input_ids``), made after it, cross at the
+  builder's end. Folding them into ``init_new``'s crossing would need a deferral scope left open across
+  the scheduler code between the two builders; not done.
+* decode (``prepare_for_decode`` .. ``ForwardBatch.init_new``): 0 / 1 / 3 -> 0 / 1 / 1 on both.
+* the decode step right after a request finished (MoE EP): 2 -> 2. ``filter_batch``'s keep-indices are
+  read by its own device gathers at once, before the forward's inputs (``num_token_non_padded``, DP
+  ``global_num_tokens``) exist; only host mirrors of every gathered tensor would fold them.
 
 Sites still copying on their own, and why:
 

@@ -1,11 +1,15 @@
-"""Whole-step H2D crossings of SGLang's real builder chain, with and without the staging patch.
+"""Whole-step H2D crossings of SGLang's real builder chain (0.5.12 and 0.5.23), with and without the patch.
 
 A step, as the scheduler runs it: a prefill step is ``ScheduleBatch.init_new`` -> ``prepare_for_extend``
-(``alloc_for_extend``, ``SamplingBatchInfo.from_schedule_batch``) -> ``get_model_worker_batch`` ->
-``ForwardBatch.init_new``; a decode step is (``filter_batch`` when a request finished) ->
-``prepare_for_decode`` (``alloc_for_decode``) -> ``get_model_worker_batch`` -> ``ForwardBatch.init_new``.
-Every one of those is SGLang's own code, and so are the request (``Req``, ``SamplingParams``), the
-``ReqToTokenPool``, the ``TokenToKVPoolAllocator`` and the ``ChunkCache`` (all construct on CPU).
+(``alloc_for_extend``, ``SamplingBatchInfo.from_schedule_batch``) -> on 0.5.12 ``get_model_worker_batch``
+-> ``ForwardBatch.init_new``, on 0.5.23 ``overlap_utils.resolve_forward_inputs`` -> ``ForwardBatch.init_new``;
+a decode step is (``filter_batch`` when a request finished) -> ``prepare_for_decode`` (``alloc_for_decode``)
+-> the same forward-side builders. All of it is SGLang's own code, and so are the request (``Req``,
+``SamplingParams``), the ``ReqToTokenPool``, the ``TokenToKVPoolAllocator``, the chunk cache (0.5.12
+``ChunkCache``, 0.5.23 ``RadixCache(disable=True)``), and on 0.5.23 the ``FutureMap`` relaying sampled
+tokens and the ``KVIndexTranslator`` (all construct on CPU). 0.5.23's config is published with SGLang's
+own ``override_server_args``; 0.5.12's is a ``ServerArgs`` with the CLI defaults (its ``__post_init__``
+probes a GPU).
 
 Stand-ins, only for what cannot exist on a CPU-only machine:
 
@@ -15,19 +19,18 @@ Stand-ins, only for what cannot exist on a CPU-only machine:
 * the parallel groups: ``enable_num_token_non_padded`` (true under MoE expert parallelism, read from
   torch.distributed groups that need a launched job) is set per case, and ``global_num_tokens`` (set by
   the scheduler's DP-attention sync) is set on the batch in the DP case;
-* the attention backend is ``torch_native``, whose ``alloc_for_extend`` writes the req-to-token table
-  on the host side; Triton backends launch ``write_req_to_token_pool_triton`` there, which needs a GPU.
+* the attention backend is ``torch_native``, whose ``alloc_for_extend`` writes the req-to-token table on
+  the host side; the Triton path's ``write_req_to_token_pool_triton`` (Triton needs a GPU) is a stand-in
+  launcher that reads its arguments' ``data_ptr()`` as Triton's does, in its own test.
 
-0.5.12 only: 0.5.23's ``ForwardBatch.init_new`` takes a ``kv_index_translator`` / ``KVLocPlan`` from a
-real ``ModelRunner`` and its ``prepare_for_extend`` reads runtime-context groups; not driven here.
-
-Counts: upstream's crossings at the torch call (each fresh device tensor from host data is one H2D
-under CC, SGLang 0.5.12 pins nothing under CC), the patched ones by the simulated device.
+Counts: every host->device copy that reaches torch (each is one crossing under CC; upstream's, and any the
+patch left alone), plus, patched, the stager's packed copies as the simulated device counts them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from array import array
 from types import SimpleNamespace
 from typing import Any
@@ -259,6 +262,41 @@ def test_whole_step_crossings_and_identical_forward_inputs(sg, sim, case):
         assert w.keys() == g.keys()
         for name in w:
             assert (w[name].dtype, w[name].shape) == (g[name].dtype, g[name].shape), name
+            assert torch.equal(w[name], g[name]), name
+
+
+class TritonWriteStandIn:
+    """Stand-in for ``write_req_to_token_pool_triton`` (Triton needs a GPU): its launcher reads every
+    tensor argument's ``data_ptr()`` at launch, as Triton's does; then the kernel's effect, on the host."""
+
+    def __getitem__(self, grid: Any) -> Any:
+        def launch(req_to_token, req_pool_indices, prefix_pointers, prefix_lens, seq_lens, extend_lens,
+                   out_cache_loc, stride):
+            for t in (req_to_token, req_pool_indices, prefix_pointers, prefix_lens, seq_lens, extend_lens,
+                      out_cache_loc):
+                t.data_ptr()
+            start = 0
+            for row, pre, seq in zip(req_pool_indices.tolist(), prefix_lens.tolist(), seq_lens.tolist(),
+                                     strict=True):
+                assert pre == 0, "the stand-in writes fresh requests only (prefix pointers are host addresses)"
+                req_to_token[row, :seq] = out_cache_loc[start: start + seq].to(req_to_token.dtype)
+                start += seq
+
+        return launch
+
+
+def test_prefill_step_with_a_triton_allocation_path(sg, sim, monkeypatch):
+    """Triton-capable backends write the req-to-token table with a kernel inside ``alloc_for_extend``: the
+    launch reads the builder's pending inputs, so they cross there, and the sampling inputs made after it
+    cross at the builder's end: three crossings per prefill step, not two (see the patch docstring)."""
+    module = importlib.import_module("sglang.srt.mem_cache." + ("allocation" if sg.version == "0.5.23" else "common"))
+    monkeypatch.setattr(module, "support_triton", lambda backend: True)
+    monkeypatch.setattr(module, "write_req_to_token_pool_triton", TritonWriteStandIn())
+    (up_prefill, _), want = _run(sg, None, CASES["moe_ep"], finish=None)
+    (prefill, decode), got = _run(sg, sim, CASES["moe_ep"], finish=None)
+    assert (up_prefill, prefill, decode) == (up_prefill, 3, 1) and up_prefill >= 10, (up_prefill, prefill)
+    for w, g in zip(want, got, strict=True):
+        for name in w:
             assert torch.equal(w[name], g[name]), name
 
 
