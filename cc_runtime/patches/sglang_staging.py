@@ -42,6 +42,8 @@ without the patch. Crossings per step, upstream -> patched, for TP1 / MoE EP / M
   they cross there; the sampling inputs (and on 0.5.23 ``input_ids``), made after it, cross at the
   builder's end. Folding them into ``init_new``'s crossing would need a deferral scope left open across
   the scheduler code between the two builders; not done.
+* mixed chunk (new prefills' ``prepare_for_extend``, the running batch's ``prepare_for_decode``,
+  ``mix_with_running`` / ``merge_batch``, then the forward-side builders; MoE EP): 13 -> 2 on both.
 * decode (``prepare_for_decode`` .. ``ForwardBatch.init_new``): 0 / 1 / 3 -> 0 / 1 / 1 on both.
 * the decode step right after a request finished (MoE EP): 2 -> 2. ``filter_batch``'s keep-indices are
   read by its own device gathers at once, before the forward's inputs (``num_token_non_padded``, DP

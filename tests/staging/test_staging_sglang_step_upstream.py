@@ -94,7 +94,6 @@ class Step:
     def __init__(self, sg: SimpleNamespace, *, moe_ep: bool, dp: bool) -> None:
         from sglang.srt.mem_cache.cache_init_params import CacheInitParams
         from sglang.srt.mem_cache.memory_pool import ReqToTokenPool
-        from sglang.srt.sampling.sampling_params import SamplingParams
         from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 
         self.sg, self.dp, self.new = sg, dp, sg.version == "0.5.23"
@@ -109,24 +108,13 @@ class Step:
         alloc = TokenToKVPoolAllocator(size=256, dtype=torch.float16, device="cpu", kvcache=None, need_sort=False)
         cache = Cache(CacheInitParams(disable=True, req_to_token_pool=pool, token_to_kv_pool_allocator=alloc,
                                       page_size=1))
-        reqs = []
-        for i, ids in enumerate(PROMPTS):
-            sp = SamplingParams(temperature=0.5 + i, top_p=0.9 - 0.1 * i, top_k=20 + i, max_new_tokens=8)
-            sp.normalize(None)
-            if self.new:  # what the scheduler's admission (init_next_round_input) leaves on a fresh request
-                r = sg.sb.Req(f"r{i}", "", array("q", ids), sp, vocab_size=128)
-                r.refresh_fill_ids()
-                r.prefix_len, r.extend_end = 0, len(ids)
-            else:
-                r = sg.sb.Req(f"r{i}", "", list(ids), sp, vocab_size=128)
-                r.fill_ids, r.prefix_indices = r.origin_input_ids, torch.empty(0, dtype=torch.int64)
-                r.extend_input_len = len(ids)
-            reqs.append(r)
+        self.pool, self.alloc, self.cache = pool, alloc, cache
+        reqs = self._reqs(PROMPTS)
         model_config = SimpleNamespace(  # stand-in: no model is loaded
             is_encoder_decoder=False, is_matryoshka=False, vocab_size=128, hidden_size=16, model_is_mrope=False,
             requires_mm_token_modalities=False)
-        self.batch = sg.sb.ScheduleBatch.init_new(reqs, pool, alloc, cache, model_config, False,
-                                                  SpeculativeAlgorithm.NONE)
+        self.model_config = model_config
+        self.batch = self._batch(reqs)
         if self.new:
             from sglang.srt.managers.overlap_utils import FutureMap
             from sglang.srt.mem_cache.kv_index_translator import KVIndexTranslator
@@ -143,6 +131,50 @@ class Step:
                 device="cpu", req_to_token_pool=pool, token_to_kv_pool=None, attn_backend=None,
                 token_to_kv_pool_allocator=alloc, server_args=sg.server_args, use_ngram_embedding=False,
                 model_is_mrope=False, is_hybrid_swa=False)
+
+    def _reqs(self, prompts: tuple[list[int], ...], first: int = 0) -> list[Any]:
+        from sglang.srt.sampling.sampling_params import SamplingParams
+
+        reqs = []
+        for i, ids in enumerate(prompts, start=first):
+            sp = SamplingParams(temperature=0.5 + i, top_p=0.9 - 0.1 * i, top_k=20 + i, max_new_tokens=8)
+            sp.normalize(None)
+            if self.new:  # what the scheduler's admission (init_next_round_input) leaves on a fresh request
+                r = self.sg.sb.Req(f"r{i}", "", array("q", ids), sp, vocab_size=128)
+                r.refresh_fill_ids()
+                r.prefix_len, r.extend_end = 0, len(ids)
+            else:
+                r = self.sg.sb.Req(f"r{i}", "", list(ids), sp, vocab_size=128)
+                r.fill_ids, r.prefix_indices = r.origin_input_ids, torch.empty(0, dtype=torch.int64)
+                r.extend_input_len = len(ids)
+            reqs.append(r)
+        return reqs
+
+    def _batch(self, reqs: list[Any]) -> Any:
+        from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+
+        return self.sg.sb.ScheduleBatch.init_new(reqs, self.pool, self.alloc, self.cache, self.model_config,
+                                                 False, SpeculativeAlgorithm.NONE)
+
+    def mixed(self) -> Any:
+        """A mixed chunk (the scheduler's get_new_batch_prefill): new prefills plus the running decodes."""
+        running = self.batch
+        self._sampled(running)
+        new = self._batch(self._reqs(([40, 41, 42], [50, 51]), first=len(PROMPTS)))
+        new.prepare_for_extend()
+        running.prepare_for_decode()
+        new.mix_with_running(running)
+        new.decoding_reqs = running.reqs
+        self.batch = new
+        return self._forward_batch()
+
+    def _sampled(self, b: Any) -> None:
+        sampled = b.seq_lens + 100  # the last sampled tokens, on the device as the sampler leaves them
+        if self.new:  # 0.5.23 relays them through the future map; input_ids resolve at forward entry
+            self.future_map.output_tokens_buf[b.req_pool_indices] = sampled
+            b.input_ids = None
+        else:
+            b.output_ids = sampled
 
     def _forward_batch(self) -> Any:
         b, fbi = self.batch, self.sg.fbi
@@ -163,12 +195,7 @@ class Step:
 
     def decode(self, *, finish: int | None = None) -> Any:
         b = self.batch
-        sampled = b.seq_lens + 100  # the last sampled tokens, on the device as the sampler leaves them
-        if self.new:  # 0.5.23 relays them through the future map; input_ids resolve at forward entry
-            self.future_map.output_tokens_buf[b.req_pool_indices] = sampled
-            b.input_ids = None
-        else:
-            b.output_ids = sampled
+        self._sampled(b)
         if finish is not None:
             b.reqs[finish].finished_reason = self.sg.sb.FINISH_LENGTH(length=8)
             b.filter_batch()
@@ -224,7 +251,7 @@ class Crossings:
             self.staged = self.sim.stats["copies_h2d"] - self.before
 
 
-def _run(sg: SimpleNamespace, sim: Any | None, case: dict[str, bool], finish: int | None) -> tuple[list[int], list[dict[str, Any]]]:
+def _run(sg: SimpleNamespace, sim: Any | None, case: dict[str, bool], finish: Any) -> tuple[list[int], list[dict[str, Any]]]:
     """Crossings of [prefill, decode] and the forward's device tensors of each, patched iff ``sim``."""
     runtime._reset_for_tests()
     if sim is not None:
@@ -236,7 +263,7 @@ def _run(sg: SimpleNamespace, sim: Any | None, case: dict[str, bool], finish: in
         sglang_staging.bind("cpu", sim)  # the SimDevice stands in for the GPU on torch's cpu device
     step = Step(sg, **case)
     counts, tensors = [], []
-    for run in (step.prefill, lambda: step.decode(finish=finish)):
+    for run in (step.prefill, step.mixed if finish == "mixed" else lambda: step.decode(finish=finish)):
         with Crossings(sim) as c:
             fb = run()
         counts.append(c.n)
@@ -298,6 +325,17 @@ def test_prefill_step_with_a_triton_allocation_path(sg, sim, monkeypatch):
     for w, g in zip(want, got, strict=True):
         for name in w:
             assert torch.equal(w[name], g[name]), name
+
+
+def test_mixed_step(sg, sim):
+    """New prefills mixed with the running decodes: the prefill builder, the running batch's
+    ``prepare_for_decode``, ``mix_with_running`` (``merge_batch``), then the forward-side builders."""
+    (_, up_mixed), want = _run(sg, None, CASES["moe_ep"], finish="mixed")
+    (_, mixed), got = _run(sg, sim, CASES["moe_ep"], finish="mixed")
+    assert up_mixed >= 10 and mixed == 2, (up_mixed, mixed)
+    for name in want[1]:
+        assert torch.equal(want[1][name], got[1][name]), name
+    assert got[1]["input_ids"].tolist() == [40, 41, 42, 50, 51, 104, 105, 106]
 
 
 def test_decode_step_after_a_request_finished(sg, sim):
