@@ -20,10 +20,34 @@ PatchContext, so ``cc_runtime.deactivate()`` restores the original objects):
   one device->device copy fills the placeholders. A builder that makes its inputs before it uses them
   crosses once.
 * ``sglang.h2d_staging_primitives`` (0.5.23): the same builders plus ``resolve_forward_inputs`` (the
-  prefill ``input_ids`` copy at forward entry, on the forward stream); and the central primitives
-  ``utils.common.async_h2d`` / ``async_h2d_stack`` (37 call sites) stage through the side stream
-  wherever they are called, so none waits behind a queued forward (rebound in every module that
+  prefill ``input_ids`` copy at forward entry, on the forward stream); ``prepare_for_extend`` also copies
+  the prefill ``input_ids`` inside its own scope, so they ride its crossing, and
+  ``resolve_forward_inputs`` uses that copy while ``prefill_input_ids_cpu`` is still the tensor copied
+  (the forward stream waits on the schedule stream before it, as for ``seq_lens``); and the central
+  primitives ``utils.common.async_h2d`` / ``async_h2d_stack`` (37 call sites) stage through the side
+  stream wherever they are called, so none waits behind a queued forward (rebound in every module that
   imported them by name).
+
+Verified per step on the real builder chain of both versions (CPU, simulated device:
+tests/staging/test_staging_sglang_step_upstream.py; SGLang's own ``Req``, ``ReqToTokenPool``,
+``TokenToKVPoolAllocator``, chunk cache, ``FutureMap`` and ``KVIndexTranslator``; stand-ins for the model
+runner, the model config, the parallel groups and the Triton launch), device tensors identical with and
+without the patch. Crossings per step, upstream -> patched, for TP1 / MoE EP / MoE EP + DP attention:
+
+* prefill (``prepare_for_extend`` .. ``ForwardBatch.init_new``), ``torch_native`` allocation path:
+  0.5.12 12 / 13 / 15 -> 2, 0.5.23 14 / 13 / 15 -> 2: the schedule-side builders once, ``init_new``
+  (which runs where the forward does, after the scheduler's stream wait) once.
+* prefill with a Triton allocation path (MoE EP): 13 -> 3 on 0.5.12 and 0.5.23. ``alloc_for_extend``
+  launches ``write_req_to_token_pool_triton``, which reads the builder's pending inputs mid-builder, so
+  they cross there; the sampling inputs (and on 0.5.23 ``input_ids``), made after it, cross at the
+  builder's end. Folding them into ``init_new``'s crossing would need a deferral scope left open across
+  the scheduler code between the two builders; not done.
+* mixed chunk (new prefills' ``prepare_for_extend``, the running batch's ``prepare_for_decode``,
+  ``mix_with_running`` / ``merge_batch``, then the forward-side builders; MoE EP): 13 -> 2 on both.
+* decode (``prepare_for_decode`` .. ``ForwardBatch.init_new``): 0 / 1 / 3 -> 0 / 1 / 1 on both.
+* the decode step right after a request finished (MoE EP): 2 -> 2. ``filter_batch``'s keep-indices are
+  read by its own device gathers at once, before the forward's inputs (``num_token_non_padded``, DP
+  ``global_num_tokens``) exist; only host mirrors of every gathered tensor would fold them.
 
 Sites still copying on their own, and why:
 
@@ -167,6 +191,55 @@ def _in_scope(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         return wrapped(*args, **kwargs)
 
 
+STAGED_INPUT_IDS = "_cc_runtime_staged_input_ids"
+
+
+def _extend_with_input_ids(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """0.5.23 ``prepare_for_extend``: its prefill ``input_ids`` ride the builder's own crossing.
+
+    Upstream leaves them on the host (``prefill_input_ids_cpu``) for ``resolve_forward_inputs`` to copy at
+    forward entry: a third crossing per prefill step (the builder's, this one, ``ForwardBatch.init_new``'s).
+    Here the copy is made inside the builder's scope, so it crosses with ``seq_lens`` and the sampling
+    inputs, and is kept with the host tensor it copies; ``resolve_forward_inputs`` uses it only while
+    ``prefill_input_ids_cpu`` is still that very tensor (a merge, a mixed chunk or an encoder replay that
+    rebuilds it falls back to the plain copy). The forward stream reads it as it reads ``seq_lens``, made
+    on the same schedule stream before the scheduler's forward-stream wait.
+    """
+    from ..staging.deferred import current
+
+    def build() -> Any:
+        out = wrapped(*args, **kwargs)
+        host = getattr(instance, "prefill_input_ids_cpu", None)
+        if current() is not None and host is not None and getattr(host, "is_cpu", False):
+            try:
+                setattr(instance, STAGED_INPUT_IDS, (host, host.to(instance.device, non_blocking=True)))
+            except Exception as exc:  # noqa: BLE001 - the forward-entry copy still runs
+                log.debug("cc_runtime: prefill input_ids not staged with the builder: %s", exc)
+        return out
+
+    return _in_scope(lambda *_a, **_k: build(), instance, args, kwargs)
+
+
+def _resolve_with_staged_ids(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    batch = args[0] if args else kwargs.get("batch")
+    staged = getattr(batch, STAGED_INPUT_IDS, None)
+    if staged is not None:
+        host, dev = staged
+        try:
+            delattr(batch, STAGED_INPUT_IDS)
+        except AttributeError:
+            pass
+        if batch.prefill_input_ids_cpu is host:  # still the tensor copied: its device copy stands in
+            if getattr(dev, "is_cuda", False):
+                # Made on the schedule stream, read on this (forward) one: the caching allocator must not
+                # hand the block to the schedule stream's next batch while this forward still reads it.
+                import torch
+
+                dev.record_stream(torch.cuda.current_stream(dev.device))
+            batch.prefill_input_ids_cpu = dev  # upstream's ``.to(device)`` of a device tensor is itself
+    return _in_scope(wrapped, instance, args, kwargs)
+
+
 def _staged_async_h2d(original: Any) -> Any:
     """0.5.23 ``async_h2d(args, *, dtype, device)`` through the stager (side stream; pass-through if idle)."""
 
@@ -204,7 +277,7 @@ def _safe_stager(device: Any) -> Any:
         return None
 
 
-def _wrap_builders(ctx: PatchContext) -> list[str]:
+def _wrap_builders(ctx: PatchContext, extend: Any = _in_scope) -> list[str]:
     import importlib
 
     sb = importlib.import_module(SCHEDULE_BATCH_MODULE).ScheduleBatch
@@ -215,7 +288,7 @@ def _wrap_builders(ctx: PatchContext) -> list[str]:
     wrapped = []
     for name in (*REQUIRED_BUILDERS, *OPTIONAL_BUILDERS):
         if hasattr(sb, name):
-            ctx.wrap(sb, name, _in_scope)
+            ctx.wrap(sb, name, extend if name == "prepare_for_extend" else _in_scope)
             wrapped.append(f"ScheduleBatch.{name}")
     ctx.wrap(fb, "init_new", _in_scope)
     wrapped.append("ForwardBatch.init_new")
@@ -241,8 +314,8 @@ def _apply_primitives(ctx: PatchContext) -> None:
             raise RuntimeError(f"{COMMON_MODULE}.{name} not found (0.5.23 patch point moved)")
     if not callable(getattr(overlap, "resolve_forward_inputs", None)):
         raise RuntimeError(f"{OVERLAP_MODULE}.resolve_forward_inputs not found (0.5.23 patch point moved)")
-    _wrap_builders(ctx)
-    ctx.wrap(overlap, "resolve_forward_inputs", _in_scope, rebind=True)
+    _wrap_builders(ctx, extend=_extend_with_input_ids)
+    ctx.wrap(overlap, "resolve_forward_inputs", _resolve_with_staged_ids, rebind=True)
     ctx.replace(common, "async_h2d", _staged_async_h2d(common.async_h2d), rebind=True)
     ctx.replace(common, "async_h2d_stack", _staged_async_h2d_stack(common.async_h2d_stack), rebind=True)
 

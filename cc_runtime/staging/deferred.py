@@ -62,6 +62,9 @@ class Collector:
         if not isinstance(host, torch.Tensor) or host.device.type != "cpu" or host.layout != torch.strided \
                 or host.is_quantized or host.requires_grad:
             return None
+        sim = getattr(self.stager.backend, "sim", None)
+        if sim is not None and sim.is_device(host):  # simulated device: resident already, as a cuda tensor is
+            return None
         nbytes = host.numel() * host.element_size()
         if nbytes > self.max_bytes or host.element_size() > ALIGN or self.stager.backend.is_capturing():
             return None

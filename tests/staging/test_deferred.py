@@ -96,3 +96,14 @@ def test_views_of_placeholders_stay_deferred_and_flush_on_their_first_read(sim_c
         doubled = t * 2  # reads the view: flush
         assert c.flushes == 1
     assert doubled.tolist() == [[1.0], [3.0]] and k.tolist() == [3, 4]
+
+
+def test_a_resident_tensor_is_not_staged_again(sim_cc):
+    """``.to(device)`` of a tensor already on the device is the tensor itself (as for a cuda tensor): no copy."""
+    st = H2DStager(sim_cc)
+    with deferred_h2d(st, _is_target):
+        a = torch.tensor([1, 2, 3]).to("cpu")
+    before = sim_cc.stats["copies_h2d"]
+    with deferred_h2d(st, _is_target) as c:
+        again = a.to("cpu", non_blocking=True)
+    assert again is a and c.deferred == 0 and sim_cc.stats["copies_h2d"] == before
