@@ -80,8 +80,10 @@ EVIDENCE: dict[str, Evidence] = {
         f"{_SG23}, {_FI072}: {_FUSION}")),
     "sglang.readback_snapshot_worker": Evidence(cpu=(f"{_SG12}: {_SNAPSHOT}",)),
     "sglang.readback_snapshot": Evidence(cpu=(f"{_SG23}: {_SNAPSHOT}",)),
-    "sglang.h2d_staging": Evidence(cpu=(f"{_SG12}: tests/staging/test_staging_sglang_upstream.py",)),
-    "sglang.h2d_staging_primitives": Evidence(cpu=(f"{_SG23}: tests/staging/test_staging_sglang_upstream.py",)),
+    "sglang.h2d_staging": Evidence(cpu=(f"{_SG12}: tests/staging/test_staging_sglang_upstream.py, "
+                                       "tests/staging/test_staging_sglang_step_upstream.py",)),
+    "sglang.h2d_staging_primitives": Evidence(cpu=(f"{_SG23}: tests/staging/test_staging_sglang_upstream.py, "
+                                                   "tests/staging/test_staging_sglang_step_upstream.py",)),
 }
 
 
