@@ -37,11 +37,16 @@ without the patch. Crossings per step, upstream -> patched, for TP1 / MoE EP / M
 * prefill (``prepare_for_extend`` .. ``ForwardBatch.init_new``), ``torch_native`` allocation path:
   0.5.12 12 / 13 / 15 -> 2, 0.5.23 14 / 13 / 15 -> 2: the schedule-side builders once, ``init_new``
   (which runs where the forward does, after the scheduler's stream wait) once.
-* prefill with a Triton allocation path (MoE EP): 13 -> 3 on 0.5.12 and 0.5.23. ``alloc_for_extend``
-  launches ``write_req_to_token_pool_triton``, which reads the builder's pending inputs mid-builder, so
-  they cross there; the sampling inputs (and on 0.5.23 ``input_ids``), made after it, cross at the
-  builder's end. Folding them into ``init_new``'s crossing would need a deferral scope left open across
-  the scheduler code between the two builders; not done.
+* prefill with a Triton allocation path (MoE EP): 14 -> 2 on 0.5.12, 16 -> 2 on 0.5.23.
+  ``alloc_for_extend`` launches ``write_req_to_token_pool_triton``, which reads the builder's pending
+  inputs mid-builder, so they cross there. The inputs made after it are pre-staged before
+  ``alloc_for_extend`` (``Collector.prestage``) so they ride that crossing: the sampling inputs
+  (temperatures, top_p, top_k, min_p, which depend only on the requests' sampling parameters) and on
+  0.5.23 the prefill ``input_ids`` (pre-staged where ``flatten_arrays_to_pinned_cpu`` makes them, before
+  the launch). A later copy gets a pre-staged device tensor only if its host bytes equal the snapshot
+  that crossed, and each is handed out once, so a wrong guess costs a few unused bytes, never stale data.
+  Inputs the builder makes after the launch that are not pre-staged (deterministic ``sampling_seed``,
+  ``logit_bias``, ``input_embeds``, multimodal and mamba tensors) still cross at the builder's end.
 * mixed chunk (new prefills' ``prepare_for_extend``, the running batch's ``prepare_for_decode``,
   ``mix_with_running`` / ``merge_batch``, then the forward-side builders; MoE EP): 13 -> 2 on both.
 * decode (``prepare_for_decode`` .. ``ForwardBatch.init_new``): 0 / 1 / 3 -> 0 / 1 / 1 on both.
@@ -191,7 +196,63 @@ def _in_scope(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         return wrapped(*args, **kwargs)
 
 
+def _prestage_sampling(batch: Any) -> None:
+    """Pre-stage the host tensors ``SamplingBatchInfo.from_schedule_batch`` makes at the builder's end.
+
+    They depend only on the requests' sampling parameters, so they are known before ``alloc_for_extend``.
+    On the Triton allocation path ``write_req_to_token_pool_triton`` reads the builder's pending inputs
+    mid-builder; pre-staged, these cross with them instead of at the builder's end. Each later copy gets
+    its pre-staged placeholder only if its bytes equal the snapshot that crossed (see ``Collector.prestage``).
+    """
+    import torch
+
+    from ..staging.deferred import current
+
+    collector = current()
+    if collector is None:
+        return
+    try:
+        params = [r.sampling_params for r in batch.reqs]
+        for values, dtype in (([p.temperature for p in params], torch.float), ([p.top_p for p in params], torch.float),
+                              ([p.top_k for p in params], torch.int32), ([p.min_p for p in params], torch.float)):
+            collector.prestage(torch.tensor(values, dtype=dtype))
+    except Exception as exc:  # noqa: BLE001 - the builder's own copies still run
+        log.debug("cc_runtime: sampling inputs not pre-staged: %s", exc)
+
+
+def _extend(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """``prepare_for_extend`` in one scope, its sampling inputs pre-staged (see ``_prestage_sampling``)."""
+
+    def build() -> Any:
+        _prestage_sampling(instance)
+        return wrapped(*args, **kwargs)
+
+    return _in_scope(lambda *_a, **_k: build(), instance, args, kwargs)
+
+
 STAGED_INPUT_IDS = "_cc_runtime_staged_input_ids"
+_extend_tls = threading.local()
+
+
+def _prestaging_flatten(original: Any) -> Any:
+    """0.5.23 ``schedule_batch.flatten_arrays_to_pinned_cpu``: inside ``prepare_for_extend`` its host
+    ``input_ids`` (made before ``alloc_for_extend``) are pre-staged, so the copy made of them at the
+    builder's end rides the builder's first crossing (the Triton launch's, where there is one)."""
+
+    def flatten_arrays_to_pinned_cpu(*args: Any, **kwargs: Any) -> Any:
+        from ..staging.deferred import current
+
+        out = original(*args, **kwargs)
+        collector = current() if getattr(_extend_tls, "active", False) else None
+        if collector is not None:
+            try:
+                collector.prestage(out)
+            except Exception as exc:  # noqa: BLE001 - the builder-end copy still runs
+                log.debug("cc_runtime: prefill input_ids not pre-staged: %s", exc)
+        return out
+
+    flatten_arrays_to_pinned_cpu.__wrapped__ = original  # type: ignore[attr-defined]
+    return flatten_arrays_to_pinned_cpu
 
 
 def _extend_with_input_ids(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -208,7 +269,12 @@ def _extend_with_input_ids(wrapped: Any, instance: Any, args: Any, kwargs: Any) 
     from ..staging.deferred import current
 
     def build() -> Any:
-        out = wrapped(*args, **kwargs)
+        _prestage_sampling(instance)
+        _extend_tls.active = True
+        try:
+            out = wrapped(*args, **kwargs)
+        finally:
+            _extend_tls.active = False
         host = getattr(instance, "prefill_input_ids_cpu", None)
         if current() is not None and host is not None and getattr(host, "is_cpu", False):
             try:
@@ -277,7 +343,7 @@ def _safe_stager(device: Any) -> Any:
         return None
 
 
-def _wrap_builders(ctx: PatchContext, extend: Any = _in_scope) -> list[str]:
+def _wrap_builders(ctx: PatchContext, extend: Any = _extend) -> list[str]:
     import importlib
 
     sb = importlib.import_module(SCHEDULE_BATCH_MODULE).ScheduleBatch
@@ -315,6 +381,9 @@ def _apply_primitives(ctx: PatchContext) -> None:
     if not callable(getattr(overlap, "resolve_forward_inputs", None)):
         raise RuntimeError(f"{OVERLAP_MODULE}.resolve_forward_inputs not found (0.5.23 patch point moved)")
     _wrap_builders(ctx, extend=_extend_with_input_ids)
+    sbm = importlib.import_module(SCHEDULE_BATCH_MODULE)
+    if callable(getattr(sbm, "flatten_arrays_to_pinned_cpu", None)):  # else: input_ids cross at the builder's end
+        ctx.replace(sbm, "flatten_arrays_to_pinned_cpu", _prestaging_flatten(sbm.flatten_arrays_to_pinned_cpu))
     ctx.wrap(overlap, "resolve_forward_inputs", _resolve_with_staged_ids, rebind=True)
     ctx.replace(common, "async_h2d", _staged_async_h2d(common.async_h2d), rebind=True)
     ctx.replace(common, "async_h2d_stack", _staged_async_h2d_stack(common.async_h2d_stack), rebind=True)

@@ -52,22 +52,53 @@ class Collector:
         self.ids: set[int] = set()
         self.views: list[Any] = []  # views of placeholders (kept alive so their ids stay theirs)
         self.arenas: list[_Arena] = []
+        self.spares: list[tuple[Any, Any]] = []  # pre-staged (host, placeholder), each handed out once
         self.flushes = 0
         self.deferred = 0
+
+    def prestage(self, host: Any) -> bool:
+        """Cross a copy of ``host`` with the next flush, ahead of the copy the scope is known to make later.
+
+        That later copy (``defer`` of a host tensor equal to this snapshot in dtype, shape and bytes) gets
+        this placeholder, so inputs made after a mid-scope read still ride that read's crossing. The bytes
+        are compared when the copy is made, against the snapshot that crossed: a guess that turned out
+        wrong is merely unused, never stale.
+        """
+        if not self._eligible(host):
+            return False
+        snapshot = host.clone()
+        self.spares.append((snapshot, self._placeholder(snapshot)))
+        return True
 
     def defer(self, host: Any) -> Any:
         """A device placeholder for a copy of ``host`` (filled at the next flush), or None."""
         import torch
 
+        if not self._eligible(host):
+            return None
+        for i, (snapshot, placeholder) in enumerate(self.spares):
+            if snapshot.dtype == host.dtype and snapshot.shape == host.shape and torch.equal(snapshot, host):
+                del self.spares[i]  # handed out once: the caller owns it as it would a fresh copy
+                return placeholder
+        self.deferred += 1
+        return self._placeholder(host)
+
+    def _eligible(self, host: Any) -> bool:
+        import torch
+
         if not isinstance(host, torch.Tensor) or host.device.type != "cpu" or host.layout != torch.strided \
                 or host.is_quantized or host.requires_grad:
-            return None
+            return False
         sim = getattr(self.stager.backend, "sim", None)
         if sim is not None and sim.is_device(host):  # simulated device: resident already, as a cuda tensor is
-            return None
+            return False
         nbytes = host.numel() * host.element_size()
-        if nbytes > self.max_bytes or host.element_size() > ALIGN or self.stager.backend.is_capturing():
-            return None
+        return not (nbytes > self.max_bytes or host.element_size() > ALIGN or self.stager.backend.is_capturing())
+
+    def _placeholder(self, host: Any) -> Any:
+        import torch
+
+        nbytes = host.numel() * host.element_size()
         arena = self.arenas[-1] if self.arenas else None
         offset = _align(arena.used, ALIGN) if arena is not None else 0
         if arena is None or offset + nbytes > arena.buf.numel():
@@ -80,7 +111,6 @@ class Collector:
         placeholder = self.stager._dev((raw.view(host.dtype) if host.dtype != torch.uint8 else raw).view(host.shape))
         self.pending.append((host.contiguous(), placeholder, arena, offset))
         self.ids.add(id(placeholder))
-        self.deferred += 1
         return placeholder
 
     def track_view(self, view: Any) -> None:

@@ -107,3 +107,32 @@ def test_a_resident_tensor_is_not_staged_again(sim_cc):
     with deferred_h2d(st, _is_target) as c:
         again = a.to("cpu", non_blocking=True)
     assert again is a and c.deferred == 0 and sim_cc.stats["copies_h2d"] == before
+
+
+def test_prestaged_inputs_made_after_a_mid_scope_read_ride_its_crossing(sim_cc):
+    """SGLang's Triton allocation path: a launch reads the pending inputs mid-builder, and inputs the
+    builder makes after it were pre-staged before it, so the scope crosses once, not twice."""
+    st = H2DStager(sim_cc)
+    before = sim_cc.stats["copies_h2d"]
+    with deferred_h2d(st, _is_target) as c:
+        assert c.prestage(torch.tensor([0.5, 0.7]))
+        a = torch.tensor([1, 2]).to("cpu")
+        a.data_ptr()  # the launch: flushes a and the pre-staged snapshot
+        late = torch.tensor([0.5, 0.7], dtype=torch.float, device="cpu")  # equal bytes: the pre-staged copy
+        assert c.flushes == 1 and c.deferred == 1
+    assert sim_cc.stats["copies_h2d"] - before == 1 and late.tolist() == [0.5, 0.699999988079071]
+
+
+def test_a_prestaged_guess_is_never_stale_and_is_handed_out_once(sim_cc):
+    st = H2DStager(sim_cc)
+    host = torch.tensor([1, 2, 3])
+    with deferred_h2d(st, _is_target) as c:
+        c.prestage(host)
+        torch.tensor([0]).to("cpu").data_ptr()  # the snapshot [1, 2, 3] crosses here
+        host[0] = 9  # changed after it crossed: the later copy must carry the new bytes
+        changed = host.to("cpu")
+        c.prestage(torch.tensor([4, 4]))
+        first, second = torch.tensor([4, 4]).to("cpu"), torch.tensor([4, 4]).to("cpu")
+        other_dtype = torch.tensor([1, 2, 3], dtype=torch.int32).to("cpu")
+    assert changed.tolist() == [9, 2, 3] and other_dtype.dtype == torch.int32
+    assert first.data_ptr() != second.data_ptr() and first.tolist() == second.tolist() == [4, 4]

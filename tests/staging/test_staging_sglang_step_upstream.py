@@ -314,14 +314,15 @@ class TritonWriteStandIn:
 
 def test_prefill_step_with_a_triton_allocation_path(sg, sim, monkeypatch):
     """Triton-capable backends write the req-to-token table with a kernel inside ``alloc_for_extend``: the
-    launch reads the builder's pending inputs, so they cross there, and the sampling inputs made after it
-    cross at the builder's end: three crossings per prefill step, not two (see the patch docstring)."""
+    launch reads the builder's pending inputs, so they cross there. The sampling inputs (and on 0.5.23 the
+    prefill input_ids), made after it, are pre-staged before it and ride that crossing: two per prefill step,
+    the builder's and ``ForwardBatch.init_new``'s (see the patch docstring)."""
     module = importlib.import_module("sglang.srt.mem_cache." + ("allocation" if sg.version == "0.5.23" else "common"))
     monkeypatch.setattr(module, "support_triton", lambda backend: True)
     monkeypatch.setattr(module, "write_req_to_token_pool_triton", TritonWriteStandIn())
     (up_prefill, _), want = _run(sg, None, CASES["moe_ep"], finish=None)
     (prefill, decode), got = _run(sg, sim, CASES["moe_ep"], finish=None)
-    assert (up_prefill, prefill, decode) == (up_prefill, 3, 1) and up_prefill >= 10, (up_prefill, prefill)
+    assert (up_prefill, prefill, decode) == (up_prefill, 2, 1) and up_prefill >= 10, (up_prefill, prefill)
     for w, g in zip(want, got, strict=True):
         for name in w:
             assert torch.equal(w[name], g[name]), name
