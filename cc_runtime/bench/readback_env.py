@@ -7,13 +7,11 @@ real matmuls, with CC from ``cc_runtime.emulator.cuda.emulate`` unless the GPU i
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .common import BenchContext
-
-TOPK = 5
+from .device_step import TOPK, CudaForward, sim_outputs
 
 
 class Env:
@@ -55,10 +53,7 @@ class _SimEnv(Env):
         self.fwd = sim.Stream(name="forward")
 
     def outputs(self, bs: int) -> list[Any]:
-        import torch
-
-        return [self.sim.zeros((bs,), dtype=torch.int64), self.sim.zeros((bs,), dtype=torch.float32),
-                self.sim.zeros((bs, TOPK), dtype=torch.float32), self.sim.zeros((bs, TOPK), dtype=torch.int64)]
+        return sim_outputs(self.sim, bs)
 
     def forward(self, outs: list[Any], step: int) -> None:
         def kernel() -> None:
@@ -89,50 +84,27 @@ class _SimEnv(Env):
 
 class _CudaEnv(Env):
     def __init__(self, step_s: float, mm_reps: dict[float, int]) -> None:
-        import torch
-
-        self.torch = torch
-        self.fwd = torch.cuda.Stream()
-        n = 2048
-        self.a = torch.randn(n, n, device="cuda")
-        self.b = torch.randn(n, n, device="cuda") / n
-        self.c = torch.empty(n, n, device="cuda")
-        if step_s not in mm_reps:
-            mm_reps[step_s] = self._calibrate(step_s)
-        self.reps = mm_reps[step_s]
+        self.dev = CudaForward(mm_reps)
+        self.torch = self.dev.torch
+        self.step_s = step_s
+        self.dev.reps(step_s)  # measured before any timed step
         self._inline = 0
 
-    def _calibrate(self, step_s: float) -> int:
-        torch = self.torch
-        torch.mm(self.a, self.b, out=self.c)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(20):
-            torch.mm(self.a, self.b, out=self.c)
-        torch.cuda.synchronize()
-        per = (time.perf_counter() - t0) / 20
-        return max(1, round(step_s / per))
-
     def outputs(self, bs: int) -> list[Any]:
-        torch = self.torch
-        outs = [torch.zeros(bs, dtype=torch.int64, device="cuda"), torch.zeros(bs, device="cuda"),
-                torch.zeros(bs, TOPK, device="cuda"), torch.zeros(bs, TOPK, dtype=torch.int64, device="cuda")]
-        torch.cuda.synchronize()  # zeroed on the default stream; the forward stream writes them next
-        return outs
+        return self.dev.outputs(bs)
 
     def forward(self, outs: list[Any], step: int) -> None:
         torch = self.torch
-        for _ in range(self.reps):
-            torch.mm(self.a, self.b, out=self.c)
+        self.dev.run(self.step_s)
         bs = outs[0].shape[0]
-        vals, idx = torch.topk(self.c[:bs, :64], TOPK, dim=-1)
+        vals, idx = torch.topk(self.dev.c[:bs, :64], TOPK, dim=-1)
         outs[2].copy_(vals)
         outs[3].copy_(idx)
         outs[1].copy_(vals[:, 0])
         outs[0].fill_(step)  # the value the host checks: written last, on the forward stream
 
     def forward_stream(self) -> contextlib.AbstractContextManager[Any]:
-        return self.torch.cuda.stream(self.fwd)  # type: ignore[no-any-return]
+        return self.dev.stream()
 
     def inline_readback(self, outs: list[Any]) -> tuple[list[Any], Any]:
         hosts = [t.to("cpu", non_blocking=True) for t in outs]

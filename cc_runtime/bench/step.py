@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .common import BenchContext, BenchResult, modelled, one_intra_op_thread, progress, ratio_spread, spread
+from .device_step import CudaForward, sim_outputs
 from .readback import consume_results
 
 DESCRIPTION = "scheduler step under CC: inline inputs + readback (upstream) vs readback worker vs + H2D staging"
 
 ARMS = ("cc_off", "cc_upstream", "cc_readback", "cc_runtime")
-TOPK = 5
 COLUMNS = ["loop", "size", "cc_off_steps_s", "cc_upstream_steps_s", "cc_readback_steps_s", "cc_runtime_steps_s",
            "uncorrected_ratio", "readback_only_ratio", "ratio", "h2d_upstream", "h2d_runtime", "d2h_runtime",
            "cpu_us_upstream", "cpu_us_runtime"]
@@ -110,10 +110,7 @@ class _Sim:
         return self.sim.stream(self.fwd)  # type: ignore[no-any-return]
 
     def outputs(self, bs: int) -> list[Any]:
-        import torch
-
-        return [self.sim.zeros((bs,), dtype=torch.int64), self.sim.zeros((bs,), dtype=torch.float32),
-                self.sim.zeros((bs, TOPK), dtype=torch.float32), self.sim.zeros((bs, TOPK), dtype=torch.int64)]
+        return sim_outputs(self.sim, bs)
 
     def inline_inputs(self, hosts: list[Any], pinned: bool) -> list[Any]:
         if not pinned:  # SGLang 0.5.23 turns pinning off under CC
@@ -150,39 +147,16 @@ class _Cuda:
     kind = "cuda"
 
     def __init__(self, mm_reps: dict[float, int]) -> None:
-        import torch
-
-        self.torch = torch
-        self.fwd = torch.cuda.Stream()
-        n = 2048
-        self.a = torch.randn(n, n, device="cuda")
-        self.b = torch.randn(n, n, device="cuda") / n
-        self.c = torch.empty(n, n, device="cuda")
-        self.mm_reps = mm_reps
+        self.dev = CudaForward(mm_reps)
+        self.torch = torch = self.dev.torch
         self.h2d = self.d2h = 0
         self.flag = torch.zeros(1, dtype=torch.int64, device="cuda")
 
-    def _reps(self, device_s: float) -> int:
-        torch = self.torch
-        if device_s not in self.mm_reps:
-            torch.mm(self.a, self.b, out=self.c)
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(10):
-                torch.mm(self.a, self.b, out=self.c)
-            torch.cuda.synchronize()
-            self.mm_reps[device_s] = max(1, round(device_s / ((time.perf_counter() - t0) / 10)))
-        return self.mm_reps[device_s]
-
     def stream(self) -> contextlib.AbstractContextManager[Any]:
-        return self.torch.cuda.stream(self.fwd)  # type: ignore[no-any-return]
+        return self.dev.stream()
 
     def outputs(self, bs: int) -> list[Any]:
-        torch = self.torch
-        outs = [torch.zeros(bs, dtype=torch.int64, device="cuda"), torch.zeros(bs, device="cuda"),
-                torch.zeros(bs, TOPK, device="cuda"), torch.zeros(bs, TOPK, dtype=torch.int64, device="cuda")]
-        torch.cuda.synchronize()
-        return outs
+        return self.dev.outputs(bs)
 
     def inline_inputs(self, hosts: list[Any], pinned: bool) -> list[Any]:
         self.h2d += len(hosts)
@@ -192,8 +166,7 @@ class _Cuda:
 
     def forward(self, inputs: list[Any], outs: list[Any], step: int, device_s: float, errors: list[int]) -> None:
         torch = self.torch
-        for _ in range(self._reps(device_s)):
-            torch.mm(self.a, self.b, out=self.c)
+        self.dev.run(device_s)
         for t in inputs:  # a device-side check, read back with the outputs
             if t.numel():
                 self.flag += ((t.min() != step) | (t.max() != step)).to(torch.int64)
