@@ -133,7 +133,7 @@ def arm_env(ctx: BenchContext, arm: str, step_s: float, mm_reps: dict[float, int
             else emu.emulate(ctx.emulate, seed=ctx.seed))
         with cm:
             env: Env = _CudaEnv(step_s, mm_reps)
-            if arm == "cc_runtime":  # started inside emulation so its thread pays CC launch costs too
+            if arm in ("cc_runtime", "worker_floor"):  # started inside emulation so its thread pays CC launch costs too
                 env.worker = ReadbackWorker("cuda")
             try:
                 yield env
@@ -148,7 +148,7 @@ def arm_env(ctx: BenchContext, arm: str, step_s: float, mm_reps: dict[float, int
 
     with SimDevice(None if arm == "cc_off" else ctx.emulate, name=f"sim-{arm}", seed=ctx.seed) as sim:
         env = _SimEnv(sim, step_s)
-        if arm == "cc_runtime":
+        if arm in ("cc_runtime", "worker_floor"):
             env.worker = ReadbackWorker(sim)
         try:
             yield env

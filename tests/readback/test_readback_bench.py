@@ -29,7 +29,7 @@ def test_simulated_run_reports_the_contracted_summary():
     s = result.summary
     for key in ("ratio_vs_cc_off", "uncorrected_ratio_vs_cc_off", "speedup_vs_inline",
                 "host_cpu_us_per_step_added", "worker_cpu_us_per_step", "worker_own_cpu_us_per_step",
-                "worker_cc_charge_cpu_us_per_step"):
+                "worker_cc_charge_cpu_us_per_step", "worker_floor_cpu_us_per_step"):
         assert s[key]["n"] == 2, key  # one value per repetition
         assert s[key]["min"] <= s[key]["median"] <= s[key]["max"], key
         assert s[key]["batch"] in (1, 64), key
@@ -71,6 +71,8 @@ def test_summary_pairs_arms_within_a_repetition_and_reports_the_worst_batch(monk
         (8, "cc_off"): [(100.0, 50.0, None)] * 3,
         (8, "cc_inline"): [(40.0, 90.0, None)] * 3,
         (8, "cc_runtime"): [(90.0, 52.0, 40.0, 30.0), (80.0, 51.0, 41.0, 29.0), (95.0, 53.0, 39.0, 31.0)],
+        (1, "worker_floor"): [(100.0, 50.0, 12.0), (100.0, 50.0, 14.0), (100.0, 50.0, 13.0)],
+        (8, "worker_floor"): [(100.0, 50.0, 9.0), (100.0, 50.0, 11.0), (100.0, 50.0, 10.0)],
     }
     calls = {k: 0 for k in script}
 
@@ -93,7 +95,27 @@ def test_summary_pairs_arms_within_a_repetition_and_reports_the_worst_batch(monk
     assert s["worker_own_cpu_us_per_step"] == {"median": 15.0, "min": 15.0, "max": 21.0, "n": 3, "batch": 1}
     assert s["worker_cc_charge_cpu_us_per_step"]["batch"] == 8
     assert s["worker_cc_charge_cpu_us_per_step"]["median"] == pytest.approx(30.0)
+    # The floor is the worker thread's CPU in its own arm, never mixed into the cc_runtime arm's keys.
+    assert s["worker_floor_cpu_us_per_step"] == {"median": 13.0, "min": 12.0, "max": 14.0, "n": 3, "batch": 1}
     assert all(n == 3 for n in calls.values())
+
+
+@pytest.mark.timeout(120)
+def test_floor_arm_runs_the_worker_thread_without_reading_anything_back():
+    """The floor is a worker that waits for each step and signals it: no crossing, its CPU measured."""
+    from cc_runtime.bench import readback
+    from cc_runtime.bench.readback_env import arm_env
+
+    cfg = readback.Config(step_s=1e-3, step_per_req_s=0.0, host_us=0.0, host_us_per_req=0.0, steps=20,
+                          warmup=2, reps=1, batch_sizes=[4])
+    with arm_env(_ctx("cpu"), readback.FLOOR_ARM, cfg.step_s, cfg.mm_reps) as env:
+        run = readback.run_loop(env, readback.FLOOR_ARM, 4, cfg, cfg.steps)
+        completed = env.worker.completed
+    assert run.transfers_per_step == 0 and run.errors == 0
+    assert completed == cfg.warmup + cfg.steps, "every step went through the worker thread"
+    if run.worker_cpu_us is None:
+        pytest.skip("no per-thread CPU clocks on this platform")
+    assert run.worker_cpu_us > 0
 
 
 def test_thread_cpu_clock_reads_another_threads_cpu_not_its_wall_time():
