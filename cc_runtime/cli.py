@@ -2,7 +2,9 @@
 
 A subcommand is a module with ``add_parser(sub)`` (adds its argparse subparser, named as the entry) and
 ``main(args) -> int``. Every command validates all settings first: an invalid one is printed once
-(``import cc_runtime`` may already have printed it) and the exit code is 2.
+(``import cc_runtime`` may already have printed it) and the exit code is 2. A command whose module sets
+``REPORTS_INVALID_SETTINGS`` (the doctor) still runs first, so the environment it is asked to diagnose
+gets its report (the invalid setting in it) instead of only the one line.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings.Settings.load()
     except settings.SettingsError as exc:
+        module = importlib.import_module(COMMANDS[args.cmd])
+        if getattr(module, "REPORTS_INVALID_SETTINGS", False):
+            module.main(args)
         return _error(exc)
     try:
         return int(importlib.import_module(COMMANDS[args.cmd]).main(args) or 0)

@@ -260,6 +260,10 @@ def main_doctor(as_json: bool) -> int:
     return 0
 
 
+#: ``cc-runtime doctor`` reports an invalid setting (and then exits 2) instead of refusing to run.
+REPORTS_INVALID_SETTINGS = True
+
+
 def add_parser(sub: Any) -> None:
     d = sub.add_parser("doctor", help="environment report: GPU, driver, CC state, settings, bootstrap, patches")
     d.add_argument("--json", action="store_true", help="machine-readable output (same as cc_runtime.status())")

@@ -122,6 +122,18 @@ def test_doctor_exits_2_on_each_invalid_value_printed_once(var, raw):
     r = cli("doctor", env_extra={var: raw})
     assert r.returncode == 2, r.stdout[-500:]
     assert r.stderr.count(f"{var}=") == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # The doctor still diagnoses: its report names the invalid setting.
+    assert "INVALID SETTING" in r.stdout and var in r.stdout, r.stdout[-500:]
+
+
+@pytest.mark.timeout(150)
+def test_doctor_json_on_an_invalid_setting_is_still_json_naming_it():
+    r = cli("doctor", "--json", env_extra={"CC_RUNTIME_PATCHES": "sglang.readback_coalese"})
+    assert r.returncode == 2
+    rep = json.loads(r.stdout)
+    assert "CC_RUNTIME_PATCHES" in rep["activation"]["settings_error"]
+    assert "invalid setting" in rep["cc"]["reason"]  # cc_runtime stayed inactive, and says why
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 @pytest.mark.timeout(150)
