@@ -56,15 +56,11 @@ from typing import Any
 
 from .common import BenchContext, BenchResult, modelled, progress, ratio_spread, spread, thread_cpu_clock
 from .hostwork import HostWork
-from .readback_env import TOPK, Env, arm_env, real_cc
+from .readback_env import FLOOR_ARM, TOPK, Env, arm_env, real_cc
 
 DESCRIPTION = "decode-loop steps/s under CC: inline readback (upstream) vs cc_runtime's worker + coalescing"
 
 ARMS = ("cc_off", "cc_inline", "cc_runtime")
-#: Not a way to read back: the cc_runtime arm's worker thread with nothing to copy (it waits for each
-#: step's readiness event and signals the step, as the real worker does, and nothing else), to measure
-#: what one device wait and one hand-off cost a thread on this machine: the floor under any worker.
-FLOOR_ARM = "worker_floor"
 RING = 4  # output buffer sets reused round-robin (deeper than the 2-step overlap pipeline)
 COLUMNS = ["batch", "cc_off_steps_s", "cc_inline_steps_s", "cc_runtime_steps_s", "uncorrected_ratio",
            "ratio", "speedup_vs_inline", "host_cpu_added_us", "worker_cpu_us", "worker_charge_cpu_us",

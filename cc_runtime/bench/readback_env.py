@@ -13,6 +13,12 @@ from typing import Any
 from .common import BenchContext
 from .device_step import TOPK, CudaForward, sim_outputs
 
+#: Not a way to read back: the cc_runtime arm's worker thread with nothing to copy (it waits for each
+#: step's readiness event and signals the step, as the real worker does, and nothing else), to measure
+#: what one device wait and one hand-off cost a thread on this machine: the floor under any worker.
+FLOOR_ARM = "worker_floor"
+WORKER_ARMS = ("cc_runtime", FLOOR_ARM)  # the arms that run a ReadbackWorker
+
 
 class Env:
     """One arm on one device: allocate outputs, run a step, start a readback, count crossings."""
@@ -133,7 +139,7 @@ def arm_env(ctx: BenchContext, arm: str, step_s: float, mm_reps: dict[float, int
             else emu.emulate(ctx.emulate, seed=ctx.seed))
         with cm:
             env: Env = _CudaEnv(step_s, mm_reps)
-            if arm in ("cc_runtime", "worker_floor"):  # started inside emulation so its thread pays CC launch costs too
+            if arm in WORKER_ARMS:  # started inside emulation so its thread pays CC launch costs too
                 env.worker = ReadbackWorker("cuda")
             try:
                 yield env
@@ -148,7 +154,7 @@ def arm_env(ctx: BenchContext, arm: str, step_s: float, mm_reps: dict[float, int
 
     with SimDevice(None if arm == "cc_off" else ctx.emulate, name=f"sim-{arm}", seed=ctx.seed) as sim:
         env = _SimEnv(sim, step_s)
-        if arm in ("cc_runtime", "worker_floor"):
+        if arm in WORKER_ARMS:
             env.worker = ReadbackWorker(sim)
         try:
             yield env
