@@ -1,6 +1,6 @@
 """Decides, applies and reverts patches: version gates, CC gates, post-import hooks, strict mode.
 
-Every patch ends in exactly one status, with a reason (the README's status table is this list):
+Every patch ends in exactly one status, with a reason (docs/patches.md's status table is this list):
 
   applied         active now
   waiting         wanted and its target fits; applies when its module is imported (post-import hook)
