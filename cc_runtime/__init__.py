@@ -4,9 +4,8 @@
 the decision its parent process exported) and, only when CC is on (or forced with ``CC_RUNTIME_CC=1``,
 or emulated with ``CC_RUNTIME_EMULATE=<profile>``), patches SGLang, FlashInfer, Triton and torch
 inductor as they are imported, and sets ``CC_RUNTIME_BOOTSTRAP=1`` so spawned Python children are
-patched too. Off CC it changes nothing but one internal variable (``CC_RUNTIME_DECISION``) that lets a
-child that imports cc_runtime reach the same decision cheaply; with an invalid setting it prints one
-line and changes nothing at all.
+patched too. Off CC it changes nothing (no patch, no exported variable); with an invalid setting it
+prints one line and changes nothing at all.
 
 Kept cheap on purpose: off CC this imports only ``cc_runtime.settings`` and ``cc_runtime.runtime``
 (and ``detect`` with nvidia-ml-py when NVML must be asked); everything else loads on first use.

@@ -1,7 +1,11 @@
-"""Tables the README shows, generated from the code and the committed results so they cannot drift (a
-test compares them).
+"""Tables the docs show, generated from the code and the committed results so they cannot drift (tests
+compare them). Each table lives in one file, beside the prose that explains it (:data:`HOMES`):
+the README keeps the settings table and the headline results; docs/ holds the rest.
 
-    python -m cc_runtime.docs README.md   # rewrite the generated blocks in place
+    python -m cc_runtime.docs            # rewrite the generated blocks of every file in HOMES
+    python -m cc_runtime.docs FILE...    # the same, plus the blocks present in FILE...
+
+(``python -m cc_runtime.docs README.md`` therefore still regenerates every file.)
 """
 
 from __future__ import annotations
@@ -85,28 +89,76 @@ def measured_figures(root: Path = ROOT) -> str:
     return "\n".join(rows)
 
 
+def results_table(root: Path = ROOT) -> str:
+    """The README's one results table: every goal a committed result is judged against, with the measured
+    value (median [min-max], n), the verdict and the file it comes from."""
+    from .bench.common import fmt_spread
+    from .bench.goals import goals_for
+
+    rows = ["| benchmark | summary key | measured: median [min-max] | n | goal | verdict | device | source |",
+            "|---|---|---|---|---|---|---|---|"]
+    for rel, data in _results(root):
+        env = data.get("environment", {})
+        kind = env.get("device_kind", "?")
+        summary = data.get("summary") or {}
+        for goal in goals_for(data.get("benchmark", ""), kind):
+            if goal.key not in summary:
+                continue
+            value = summary[goal.key]
+            info = value if isinstance(value, dict) else {}
+            shown = fmt_spread(info["value"] if "value" in info and "median" not in info else value)
+            rows.append(f"| {data.get('benchmark', '?')} | `{goal.key}` | {_cell(shown)} | {info.get('n', '')} | "
+                        f"`{goal.op} {goal.target:g}` | {goal.judge(summary)} | {kind}, CC {env.get('cc', '?')} | "
+                        f"[`{rel.removeprefix(RESULTS + '/')}`]({rel}) |")  # link from the root
+    if len(rows) == 2:
+        return f"(no committed results under {RESULTS}/)"
+    return "\n".join(rows)
+
+
 BLOCKS = {"env-table": env_table, "patch-table": patch_table, "goals-table": goals_table,
-          "measured-figures": measured_figures}
+          "measured-figures": measured_figures, "results-table": results_table}
+
+#: Which file holds which generated blocks (paths from the repository root). Every block has one home.
+HOMES: dict[str, tuple[str, ...]] = {
+    "README.md": ("env-table", "results-table"),
+    "docs/patches.md": ("patch-table",),
+    "docs/benchmarks.md": ("goals-table", "measured-figures"),
+}
 
 
-def render(text: str) -> str:
+def _pattern(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
+
+
+def render(text: str, required: tuple[str, ...] = ()) -> str:
+    """Refill every generated block present in ``text``; a block named in ``required`` must be there."""
     for name, make in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
+        pattern = _pattern(name)
         if not pattern.search(text):
-            raise ValueError(f"README has no <!-- {name}:start/end --> block")
+            if name in required:
+                raise ValueError(f"no <!-- {name}:start/end --> block")
+            continue
         block = make() + "\n"
         text = pattern.sub(lambda m, block=block: m.group(1) + block + m.group(2), text)  # type: ignore[misc]
     return text
 
 
-def main(argv: list[str]) -> int:
-    path = argv[0] if argv else "README.md"
-    with open(path) as f:
-        old = f.read()
-    new = render(old)
+def render_file(path: Path, required: tuple[str, ...] = ()) -> bool:
+    """Rewrite ``path``'s generated blocks in place; True when it changed."""
+    old = path.read_text()
+    new = render(old, required)
     if new != old:
-        with open(path, "w") as f:
-            f.write(new)
+        path.write_text(new)
+    return new != old
+
+
+def main(argv: list[str]) -> int:
+    targets = {ROOT / rel: blocks for rel, blocks in HOMES.items()}
+    for extra in argv:
+        targets.setdefault(Path(extra).resolve(), ())
+    for path, blocks in targets.items():
+        if render_file(path, blocks):
+            print(f"updated {path}")
     return 0
 
 

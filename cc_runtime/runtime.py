@@ -135,11 +135,14 @@ def _export(state: CCState, args: dict[str, Any]) -> None:
         if value is not None:
             settings.export(_ARG_VARS[key], ("1" if value else "0") if isinstance(value, bool) else str(value))
     if state.enabled:
-        # Off CC the children have nothing to patch: without the gate they never import cc_runtime
-        # (no start-up cost in every Python child); one that imports it still reuses the decision.
         settings.export(BOOTSTRAP_VAR, "1")
-    settings.export(DECISION_VAR, to_decision(state, settings.raw("CC_RUNTIME_CC"),
-                                              settings.raw("CC_RUNTIME_EMULATE")))
+        settings.export(DECISION_VAR, to_decision(state, settings.raw("CC_RUNTIME_CC"),
+                                                  settings.raw("CC_RUNTIME_EMULATE")))
+    else:
+        # Off CC the children have nothing to patch, so `import cc_runtime` exports nothing: without
+        # the gate they never import cc_runtime (no start-up cost in every Python child). A gate or a
+        # decision this process exported for an earlier CC state goes back to what it was before.
+        settings.restore({n: _saved_env[n] for n in (BOOTSTRAP_VAR, DECISION_VAR)})
 
 
 def _strict_failure(message: str) -> None:
@@ -229,15 +232,13 @@ def _report_error(message: str) -> None:
         return  # e.g. the SGLang plugin activating again after `import cc_runtime` reported it
     import logging
 
-    reported_error = message
+    from .visible import handled
 
+    reported_error = message
     log = logging.getLogger("cc_runtime")
-    logger: logging.Logger | None = log
-    while logger is not None:
-        if any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
-            log.error(message)
-            return
-        logger = logger.parent if logger.propagate else None
+    if handled(log):
+        log.error(message)
+        return
     import sys
 
     print(message, file=sys.stderr)  # once: not also through logging's last-resort handler

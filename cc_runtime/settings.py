@@ -290,8 +290,8 @@ for _v in (
         "launch`: the .pth bootstrap activates cc_runtime in every Python process that inherits it.",
         boolean, internal=True),
     Var("CC_RUNTIME_DECISION", "", "set by cc_runtime",
-        "Internal, set by cc_runtime: the parent's resolved CC decision (JSON). A child with the same "
-        "`CC_RUNTIME_CC`/`CC_RUNTIME_EMULATE` reuses it instead of querying NVML again.", decision,
+        "Internal, set like `CC_RUNTIME_BOOTSTRAP`: the parent's resolved CC decision (JSON). A child "
+        "with the same `CC_RUNTIME_CC`/`CC_RUNTIME_EMULATE` reuses it instead of querying NVML again.", decision,
         internal=True),
 ):
     add(_v)

@@ -241,6 +241,8 @@ def run_all(args: argparse.Namespace) -> int:
     kind = "simulated device" if ctx.simulated else "CUDA"
     print(format_table(rows, ["benchmark", "status", "seconds", "goal", "headline", "result"],
                        f"cc-runtime bench (quick, {kind}, CC arms {cc}; values: median [min-max])"))
-    for path in written:
-        print(f"wrote {path}")
+    # Each benchmark's report above already listed its files ("wrote PATH"); name the folders once.
+    folders = [f"{what} in {d}" for what, d in (("JSON", out_dir), ("plots", plot_dir)) if d]
+    if written and folders:
+        print(f"{len(written)} files written: " + ", ".join(folders))
     return 1 if failed else 0

@@ -1,4 +1,4 @@
-"""The benchmarks' goals, in one table: ``cc-runtime bench`` marks each met or missed, the README shows it.
+"""The benchmarks' goals, in one table: ``cc-runtime bench`` marks each met or missed, docs/benchmarks.md shows it.
 
 A goal names a benchmark, a summary key, a comparison, a target and the kind of device it is set for
 (``cuda``: a real GPU, CC emulated or real; ``simulated``: the CPU's simulated device; ``any``). A

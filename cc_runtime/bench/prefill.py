@@ -34,7 +34,7 @@ FULL_TOKENS = [16, 32, 64, 100, 128, 256, 512, 1024, 2048]
 QUICK_TOKENS = [16, 128, 512, 2048]
 QUICK_TOKENS_CPU = [16, 100, 128, 512, 2048]
 MIXED = ([124], 4)  # 124 prefill tokens + 4 decode sequences of one token = 128 tokens
-LAUNCH_BASE_S = 4.9e-6  # CC-off cudaLaunchKernel median (ISPASS'25 artifact, cc-facts.md)
+LAUNCH_BASE_S = 4.9e-6  # CC-off cudaLaunchKernel median (ISPASS'25 artifact, H100 + Intel TDX)
 REPLAY_BASE_S = 4.9e-6  # CC-off cudaGraphLaunch: guess, same as one kernel launch
 
 

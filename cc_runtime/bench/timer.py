@@ -197,7 +197,8 @@ def gpu_ranking(gt: Any, ev: Any, profile: Any, trials: int, seed: int) -> tuple
 
 # -- CPU (simulated) -------------------------------------------------------------------------------------
 SIM_KERNELS_MS = [0.02, 0.2, 2.0, 20.0]
-FAKE_GRANULARITY_NS = 32  # the fake %globaltimer's tick: H100's 32 ns (cc-facts.md), set, not measured
+FAKE_GRANULARITY_NS = 32  # the fake %globaltimer's tick: H100's 32 ns (NVIDIA developer forum: GH100 and later
+# update %globaltimer every 32 ns), set, not measured
 FAKE_STAMP_NS = 1500  # what one fake stamp costs the fake device: set, not measured
 
 
@@ -314,7 +315,7 @@ def run(ctx: BenchContext) -> BenchResult:
                        fake_clock_ranking_accuracy=_share(acc_gt, rank_trials),
                        fake_clock_ranking_accuracy_events=_share(acc_ev, rank_trials))
         model.update(granularity_us=modelled(FAKE_GRANULARITY_NS / 1e3, "fake timer setting (H100 %globaltimer "
-                                             "tick, cc-facts.md); a GPU run measures it"),
+                                             "tick, NVIDIA developer forum); a GPU run measures it"),
                      stamp_overhead_us=modelled(FAKE_STAMP_NS / 1e3, "fake timer setting; a GPU run measures it"))
     rows.append({"part": "ranking", "kernel": "4 configs, min-keeping tuner",
                  "mode": "globaltimer", "trials": rank_trials, "accuracy": acc_gt})

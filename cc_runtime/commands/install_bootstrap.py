@@ -111,8 +111,9 @@ def remove(target: str | None = None) -> list[str]:
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("install-bootstrap", help="write the start-up bootstrap (.pth) into site-packages "
-                       "(needed after an editable install)")
+    what = ("write the start-up bootstrap (.pth, .start) into site-packages; pip install (wheel or "
+            "editable) already does, so only when `cc-runtime doctor` reports it missing")
+    p = sub.add_parser("install-bootstrap", help=what, description=what + ".")
     p.add_argument("--target", metavar="DIR", help="site-packages directory (default: this interpreter's)")
     p.add_argument("--remove", action="store_true", help="remove the .pth and .start files instead")
 

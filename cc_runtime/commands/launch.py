@@ -20,6 +20,12 @@ def launch_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     settings.VARS["CC_RUNTIME_BOOTSTRAP"].parse("CC_RUNTIME_BOOTSTRAP", "1")
     env["CC_RUNTIME_BOOTSTRAP"] = "1"
+    if "CC_RUNTIME_DECISION" not in env:
+        decision = _decision(env)
+        if decision is not None:
+            # Off CC `import cc_runtime` exports no decision, yet here every Python child imports
+            # cc_runtime: hand them this process's decision so none of them asks NVML again.
+            env["CC_RUNTIME_DECISION"] = decision
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     # The sitecustomize shim covers source-tree runs where the .pth is not installed; the package's
     # parent goes first too so `import cc_runtime` resolves to this copy in the child.
@@ -27,6 +33,23 @@ def launch_env(base: dict[str, str] | None = None) -> dict[str, str]:
     old = env.get("PYTHONPATH")
     env["PYTHONPATH"] = os.pathsep.join(extra + ([old] if old else []))
     return env
+
+
+def _decision(env: dict[str, str]) -> str | None:
+    """This process's CC decision as a child would inherit it; None when it cannot be made (an invalid
+    setting: each child then reports it itself) or the child's own settings differ."""
+    from .. import settings
+    from ..detect import cc_state, to_decision
+
+    state = cc_state()
+    if state.details.get("invalid_settings"):
+        return None
+    # Made from this process's settings, so tagged with them: a child whose CC_RUNTIME_CC or
+    # CC_RUNTIME_EMULATE differs (a sweep arm) decides for itself.
+    cc, emulate = settings.raw("CC_RUNTIME_CC"), settings.raw("CC_RUNTIME_EMULATE")
+    if (cc, emulate) != (settings.raw("CC_RUNTIME_CC", env), settings.raw("CC_RUNTIME_EMULATE", env)):
+        return None
+    return to_decision(state, cc, emulate)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""``cc-runtime patches [--json]``: every patch with its status (the README's status table)."""
+"""``cc-runtime patches [--json]``: every patch with its status (docs/patches.md's status table)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("patches", help="every patch with its status, reason and upstream status")
+    p = sub.add_parser("patches", help="every patch with its status, reason, upstream status and evidence")
     p.add_argument("--json", action="store_true", help="machine-readable (the rows of doctor --json)")
 
 

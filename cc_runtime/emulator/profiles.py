@@ -1,7 +1,7 @@
 """CC cost profiles: what the emulator charges, each number with its source.
 
-A profile describes what Confidential Computing adds to a GPU's host interface. Sources are the
-brief's facts file (``cc-facts.md``): the ISPASS'25 artifact (H100 + Intel TDX, cuda-samples
+A profile describes what Confidential Computing adds to a GPU's host interface. Sources: the
+ISPASS'25 artifact (H100 + Intel TDX, cuda-samples
 bandwidthTest and nsys), arXiv 2606.23969 "The Serialized Bridge" (B300, Phala), TensorRT PR 4740
 (event timings), NVIDIA R580 CC release notes (host registration). "guess" marks what nobody measured.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..patching import Patch
+from ..patching import NotApplicable, Patch
 
 #: The Emulator installed by this patch (None when not applied); ``cc_runtime.emulator.cuda.active()``.
 EMULATOR: Any = None
@@ -25,14 +25,17 @@ def _apply(ctx: Any) -> None:
     import torch
 
     from ..detect import cc_state
-    from ..emulator.cuda import EmulationRefused, install
+    from ..emulator.cuda import install
 
     global EMULATOR
     state = cc_state()
     backend = BACKEND_FOR_TESTS
     if backend is None and torch.version.cuda is None:
-        raise EmulationRefused("torch has no CUDA build: torch hooks not installed; CPU-only code can use "
-                               "the simulated device (cc_runtime.emulator.SimDevice)")
+        # Nothing to hook (no CUDA copies or launches exist), so not a failure; the CC-gated patches
+        # still apply under the emulated state.
+        raise NotApplicable(f"torch {torch.__version__} has no CUDA build, so there are no CUDA copies or "
+                            "launches to emulate; CPU-only code can use the simulated device "
+                            "(cc_runtime.emulator.SimDevice)")
     EMULATOR = install(ctx, state.profile, backend=backend)
 
     def forget() -> None:

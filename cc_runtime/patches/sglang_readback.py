@@ -6,7 +6,7 @@ thread waits for a whole forward pass every step and CPU/GPU overlap is gone (-1
 at concurrency 1, SGLang PR 15188). Each step also reads back several small tensors (token ids,
 logprobs, top-k values/indices), and every crossing costs ~20 us fixed under CC.
 
-How, per version (patch points: shared upstream-map.md; every change goes through PatchContext, so
+How, per version (the patch points are listed below; every change goes through PatchContext, so
 ``cc_runtime.deactivate()`` restores the original objects):
 
 * ``sglang.readback_worker`` (0.5.12 - 0.5.22, no upstream worker): wrap ``Scheduler.init_overlap`` to

@@ -6,8 +6,8 @@ with several small copies (``ScheduleBatch`` and ``ForwardBatch`` builders, samp
 some on the forward stream behind the forward still running (vLLM PR 52226 measured one forward of
 stall per such copy). 0.5.23 even turns pinning off under CC, so every such copy is synchronous.
 
-How (patch points: shared upstream-map.md, "Per-step host->device inputs"; every change goes through
-PatchContext, so ``cc_runtime.deactivate()`` restores the original objects):
+How (the patch points are listed below, per version; every change goes through PatchContext, so
+``cc_runtime.deactivate()`` restores the original objects):
 
 * ``sglang.h2d_staging`` (0.5.12 - 0.5.22): the batch builders run inside
   :func:`cc_runtime.staging.deferred.deferred_h2d`: ``ScheduleBatch.prepare_for_extend`` (which calls

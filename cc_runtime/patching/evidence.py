@@ -1,5 +1,5 @@
 """What each patch has been verified against, so a user can tell a patch proven on hardware from one
-proven only on a CPU. Shown by ``cc-runtime patches`` and in the README's patch table.
+proven only on a CPU. Shown by ``cc-runtime patches`` and in docs/patches.md's patch table.
 
 Three levels, each a list of plain statements the project can back with a file in this repository:
 

@@ -1,12 +1,13 @@
 """Decides, applies and reverts patches: version gates, CC gates, post-import hooks, strict mode.
 
-Every patch ends in exactly one status, with a reason (the README's status table is this list):
+Every patch ends in exactly one status, with a reason (docs/patches.md's status table is this list):
 
   applied         active now
   waiting         wanted and its target fits; applies when its module is imported (post-import hook)
   not applicable  not for this process: target not installed, installed version covered by a sibling
-                  patch of the same family instead, or not wanted in this CC state (e.g. the emulator
-                  under forced CC)
+                  patch of the same family instead, not wanted in this CC state (e.g. the emulator
+                  under forced CC), or the target cannot take it here (apply raised NotApplicable: the
+                  emulator's CUDA hooks on a CPU-only torch)
   upstream        the installed upstream already has the fix
   disabled        turned off: CC off, CC_RUNTIME_DISABLE=1, not in CC_RUNTIME_PATCHES, or reverted
   skipped         the installed target is outside every supported range of the patch's family
@@ -26,7 +27,8 @@ from typing import Any
 
 from ..detect import CCState
 from ..settings import Settings
-from .patch import Patch, PatchContext
+from ..visible import emit
+from .patch import NotApplicable, Patch, PatchContext
 
 log = logging.getLogger("cc_runtime.patching")
 
@@ -243,6 +245,11 @@ class PatchManager:
         ctx = PatchContext(p)
         try:
             p.apply(ctx)
+        except NotApplicable as exc:
+            undo_errors = ctx.revert()  # nothing should have changed yet; undo it all the same
+            extra = f" (rollback errors: {undo_errors})" if undo_errors else ""
+            self._set(rec, "not applicable", f"{exc}{extra}")
+            return
         except Exception as exc:  # noqa: BLE001 - all-or-nothing: undo what got done, then report
             undo_errors = ctx.revert()
             extra = f" (rollback errors: {undo_errors})" if undo_errors else ""
@@ -254,9 +261,14 @@ class PatchManager:
 
     def _set(self, rec: PatchRecord, status: str, reason: str, quiet: bool = False) -> None:
         rec.status, rec.reason = status, reason
-        if not quiet:
-            level = logging.WARNING if status in ("skipped", "failed") else logging.INFO
-            log.log(level, "cc_runtime patch %s: %s (%s)", rec.patch.name, status, reason)
+        if quiet:
+            return
+        message = f"cc_runtime patch {rec.patch.name}: {status} ({reason})"
+        if status in ("skipped", "failed"):
+            # The status table promises a warning: one line on stderr when no logging is configured.
+            emit(log, logging.WARNING, message)
+        else:
+            log.info(message)
 
     def _log_summary(self, state: CCState) -> None:
         counts: dict[str, int] = {}

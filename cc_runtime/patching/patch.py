@@ -26,6 +26,12 @@ log = logging.getLogger("cc_runtime.patching")
 _MISSING = object()
 
 
+class NotApplicable(Exception):
+    """Raised by ``apply`` (before changing anything) when this process cannot take the patch although
+    its target is installed in range, e.g. the emulator's CUDA hooks on a CPU-only torch build. The
+    patch reads ``not applicable`` with this message as its reason, as for a target not installed."""
+
+
 def _cc_enabled(state: CCState) -> bool:
     return state.enabled
 

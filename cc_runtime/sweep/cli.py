@@ -81,9 +81,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def _report_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cc-runtime sweep report",
-                                description="Markdown table (the seed's layout) and PNG plots from saved sweep "
-                                            "results; several files merge (e.g. CC off from one machine, CC on "
-                                            "from another).")
+                                description="Markdown table laid out like NVIDIA's published CC serving table "
+                                            "(per input/output length: one row per concurrency with output "
+                                            "tokens/s per GPU for each arm, the change against CC off, median "
+                                            "TTFT and TPOT) and PNG plots, from saved sweep results; several "
+                                            "files merge (e.g. CC off from one machine, CC on from another).")
     p.add_argument("files", nargs="+", metavar="RESULTS.jsonl")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="where report.md and the plots go (default: the folder of the only file, or "

@@ -1,6 +1,6 @@
 """The sweep's grid: which (ISL, OSL, concurrency) cells to run, and how each turns into client argv.
 
-Defaults are the seed's method (NVIDIA's CC serving table): ISL/OSL 1024/1024 and 8192/1024 at
+Defaults follow NVIDIA's published CC serving table (B300, SGLang 0.5.12, CC off vs on): ISL/OSL 1024/1024 and 8192/1024 at
 concurrency 4..256, fixed-length random prompts (``--dataset-name random-ids --random-range-ratio 1``:
 the client's default ratio 0.0 draws lengths from [1, L], and plain ``random`` samples ShareGPT, which
 needs a download; ``--tokenize-prompt`` sends the token ids themselves, so the server sees exactly ISL
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: The seed's table: (ISL, OSL) pairs and concurrencies.
+#: NVIDIA's CC serving table: (ISL, OSL) pairs and concurrencies.
 DEFAULT_ISL_OSL: tuple[tuple[int, int], ...] = ((1024, 1024), (8192, 1024))
 DEFAULT_CONCURRENCY: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256)
 #: ``--quick``: a smoke grid (minutes on a GPU, not hours).

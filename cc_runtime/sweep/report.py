@@ -1,6 +1,6 @@
 """The sweep's report, from saved JSONL only (so a table or a plot never needs a re-run).
 
-Layout of the seed's table (NVIDIA's CC serving results): per ISL/OSL, one row per concurrency with
+Laid out like NVIDIA's published CC serving table (B300, SGLang 0.5.12, CC off vs on): per ISL/OSL, one row per concurrency with
 output throughput per GPU for each arm, the difference in percent against CC off, median TTFT and median
 TPOT for each arm. Columns are arms as they ran (``CC off``, ``emulated CC (h100)``, ``CC on +
 cc_runtime`` ...), so runs merged from several machines keep their labels. Every number is what SGLang's

@@ -73,8 +73,8 @@ def test_bench_all_marks_goals_and_lists_every_file_it_wrote(scripted, tmp_path,
     for name in ("readback", "timer"):
         assert (tmp_path / "json" / f"{name}.json").exists()
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 0, "one PNG per benchmark"
-        assert f"wrote {tmp_path / 'json' / f'{name}.json'}" in out
-        assert f"wrote {tmp_path / 'plots' / f'{name}.png'}" in out
+        assert out.count(f"wrote {tmp_path / 'json' / f'{name}.json'}") == 1  # listed once, not again at the end
+        assert out.count(f"wrote {tmp_path / 'plots' / f'{name}.png'}") == 1
         assert f"{name} ..." in err and f"{name} done in" in err
     saved = json.loads((tmp_path / "json" / "readback.json").read_text())
     assert saved["model"] == {"x": {"value": 2, "source": "assumed"}}

@@ -11,7 +11,7 @@ from cc_runtime.emulator import OFF, Profile, ProfileError, load_profile, profil
 
 def test_builtins_match_the_facts_table() -> None:
     h100 = load_profile("h100")
-    # cc-facts.md, ISPASS'25 (H100 + TDX): 64 B pinned H2D 21.9 us, D2H fit t0 19.7 us, fit 3.04 / 2.96 GB/s,
+    # ISPASS'25 artifact (H100 + TDX): 64 B pinned H2D 21.9 us, D2H fit t0 19.7 us, fit 3.04 / 2.96 GB/s,
     # pageable 36.8 / 46.9 us at ~2.7 GB/s, small D2D 2.5 -> 7.7 us, launch 4.9 -> 9.9 us.
     assert (h100.h2d_fixed_s, h100.d2h_fixed_s) == (21.9e-6, 19.7e-6)
     assert (h100.h2d_bandwidth_Bps, h100.d2h_bandwidth_Bps) == (3.04e9, 2.96e9)

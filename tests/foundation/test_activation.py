@@ -74,12 +74,15 @@ def test_disable_is_reported_as_disabled_and_exports_nothing():
 def test_child_inherits_the_decision_without_nvml_or_patch_modules():
     parent, rep = _child({})
     assert rep["ctypes"] and "NVML" in rep["reason"]  # the parent asked NVML (no GPU here: off)
-    # off CC children are not bootstrapped (no start-up cost); one that imports cc_runtime reuses this
-    assert rep["changed"] == ["CC_RUNTIME_DECISION"]
+    # Off CC `import cc_runtime` exports nothing: children are not bootstrapped (no start-up cost).
+    assert rep["changed"] == []
+    # `cc-runtime launch` bootstraps every child even off CC, so it hands them its decision.
     decision = json.loads(subprocess.run(
-        [sys.executable, "-c", "import cc_runtime, os; print(os.environ['CC_RUNTIME_DECISION'])"],
+        [sys.executable, "-c", "import cc_runtime, os; from cc_runtime.cli import launch_env; "
+                               "print(launch_env(dict(os.environ))['CC_RUNTIME_DECISION'])"],
         env={**{k: v for k, v in os.environ.items() if not k.startswith("CC_RUNTIME_")}, "PYTHONPATH": str(REPO)},
         capture_output=True, text=True, timeout=120).stdout)
+    assert decision["enabled"] is False and decision["cc"] == decision["emulate"] == ""
     r, child = _child({"CC_RUNTIME_DECISION": json.dumps(decision), "CC_RUNTIME_BOOTSTRAP": "1"})
     assert r.returncode == 0, r.stderr
     assert child["label"] == "off" and "inherited" in child["reason"]
