@@ -131,3 +131,11 @@ def test_launch_preflight_require_does_not_start_the_command() -> None:
     ok = _child({"CC_RUNTIME_CC": "0"}, [sys.executable, "-m", "cc_runtime", "launch", "--preflight", "require",
                                          "--", sys.executable, "-c", "print('STARTED')"])
     assert ok.returncode == 0 and "STARTED" in ok.stdout
+
+
+@pytest.mark.timeout(150)
+def test_require_ends_a_user_program_that_imports_cc_runtime_with_one_line() -> None:
+    r = _child({"CC_RUNTIME_CC": "1", "CC_RUNTIME_PREFLIGHT": "require", "PYTHONPATH": os.getcwd()},
+               [sys.executable, "-c", "import cc_runtime\nprint('USER CODE RAN')"])
+    assert r.returncode == 1 and "USER CODE RAN" not in r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1 and "refused" in r.stderr, r.stderr
