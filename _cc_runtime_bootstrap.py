@@ -32,6 +32,13 @@ def run() -> None:
         return
     try:
         import cc_runtime  # noqa: F401 - importing activates (once per process: modules are cached)
+    except SystemExit as exc:
+        # The preflight refused (CC_RUNTIME_PREFLIGHT=require; its line is printed): SystemExit escaping
+        # site at start-up would be a "Fatal Python error" and a traceback instead of the one line.
+        import sys
+
+        sys.stderr.flush()
+        os._exit(exc.code if isinstance(exc.code, int) else 1)
     except Exception as exc:  # noqa: BLE001 - a start-up hook that raises breaks every Python process
         if getattr(exc, "cc_runtime_strict", False):
             # CC_RUNTIME_STRICT=1 and activation failed (already reported and rolled back): a strict

@@ -6,6 +6,7 @@ Sessions:
   tests            unit tests on torch 2.13.0 (CPU wheel) + triton 3.6.0
   upstream-0.5.23  tests marked ``upstream`` against SGLang 0.5.23 / FlashInfer 0.7.2.post1
   upstream-0.5.12  tests marked ``upstream`` against SGLang 0.5.12 / FlashInfer 0.6.11.post1
+  preflight-verifier  the preflight's attestation against the real nv-local-gpu-verifier 2.7.3
 
 Venvs live in ``.nox/<session-slug>`` (e.g. ``.nox/upstream-0-5-23``) and are reused.
 Each session writes a stamp file into its venv recording the exact install recipe; when the
@@ -38,7 +39,7 @@ import nox
 
 nox.options.reuse_existing_virtualenvs = True
 nox.options.envdir = ".nox"
-nox.options.sessions = ["lint", "typecheck", "tests", "upstream-0.5.23", "upstream-0.5.12"]
+nox.options.sessions = ["lint", "typecheck", "tests", "upstream-0.5.23", "upstream-0.5.12", "preflight-verifier"]
 nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).resolve().parent
@@ -122,6 +123,12 @@ SGLANG_0_5_12_TARGET = [
 ]
 # Base-venv deps for 0.5.12 (the target dir above shadows transformers/tokenizers).
 SGLANG_0_5_12_DEPS = ["transformers==5.6.0", "tokenizers==0.22.2", "apache-tvm-ffi==0.1.9"]
+
+
+# nvtrust's local GPU verifier pins its own stack (nvidia-ml-py 12.550.52, cryptography 43.0.1, ...): it
+# gets a small venv of its own, without torch, for the preflight's verifier integration tests.
+PREFLIGHT_VERIFIER = ["nv-local-gpu-verifier==2.7.3", "wrapt==2.5.2", "packaging==26.4", "pytest==9.2.0",
+                      "pytest-timeout==2.4.0"]
 
 
 # ---------------------------------------------------------------------------
@@ -231,3 +238,11 @@ def upstream_0_5_12(session: nox.Session) -> None:
     _prepend_pythonpath(session, str(target), str(STUBS_0_5_12))
     session.run("python", CHECK_IMPORTS, "0.5.12")
     session.run("python", "-m", "pytest", "tests", "-m", "upstream", *session.posargs, success_codes=[0, 5])
+
+
+@nox.session(name="preflight-verifier", python=PYTHON)
+def preflight_verifier(session: nox.Session) -> None:
+    """The preflight's attestation against the real nv-local-gpu-verifier package (no GPU: its API, its
+    claims, and that no GPU never passes)."""
+    _install_steps(session, [PREFLIGHT_VERIFIER], project="nodeps")
+    session.run("python", "-m", "pytest", "tests/preflight/test_preflight_local_verifier.py", *session.posargs)

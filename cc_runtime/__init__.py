@@ -49,7 +49,14 @@ def __getattr__(name: str) -> object:
 def _auto() -> None:
     from .runtime import auto_activate
 
-    auto_activate()
+    try:
+        auto_activate()
+    except Exception as exc:
+        if getattr(exc, "cc_runtime_refused", False):
+            # CC_RUNTIME_PREFLIGHT=require refused (rolled back, one line printed): end the process. An
+            # exception would not: SGLang's plugin loader and many launchers log it and carry on.
+            raise SystemExit(1) from None
+        raise
 
 
 _auto()

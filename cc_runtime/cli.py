@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "patches": "cc_runtime.commands.patches",
     "launch": "cc_runtime.commands.launch",
     "install-bootstrap": "cc_runtime.commands.install_bootstrap",
+    "preflight": "cc_runtime.commands.preflight",
     "bench": "cc_runtime.bench",
     "calibrate": "cc_runtime.calibrate.cli",
     "sweep": "cc_runtime.sweep.cli",

@@ -129,6 +129,20 @@ def _timer(gpu: dict[str, Any]) -> dict[str, Any] | None:
         return {"timer": None, "error": f"{type(exc).__name__}: {exc}"}
 
 
+def _preflight() -> dict[str, Any] | None:
+    """The last preflight of this process; without one, the checks run now (no attestation)."""
+    try:
+        from . import preflight
+
+        last = preflight.last()
+        if last is not None:
+            return last
+        report = preflight.run(mode="warn", where="doctor", import_detectors=False).as_dict()
+        return report
+    except Exception as exc:  # noqa: BLE001
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def collect() -> dict[str, Any]:
     gpu = _gpu()
     activation = _activation()
@@ -142,6 +156,7 @@ def collect() -> dict[str, Any]:
         "settings": activation.get("settings", {}),
         "bootstrap": _bootstrap(),
         "patches": _patches(),
+        "preflight": _preflight(),
     }
 
 
@@ -230,6 +245,12 @@ def render(report: dict[str, Any]) -> str:
         lines += _wrap(show_setting(k, v), f"    {k}", 42)
     lines.append("  patches:")
     lines.append(render_patches(report["patches"], indent="    ", upstream=False))
+    pre = report.get("preflight") or {}
+    lines.append(f"  preflight ({pre.get('where', '?')}; `cc-runtime preflight` runs it):")
+    if pre.get("error"):
+        lines.append(f"    error: {pre['error']}")
+    for c in pre.get("checks", []):
+        lines += _wrap(f"{c['result']}: {c['reason']}", f"    {c['name']}", 18)
     return "\n".join(lines)
 
 

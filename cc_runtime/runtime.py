@@ -201,7 +201,8 @@ def auto_activate() -> None:
                 import logging
 
                 logging.getLogger("cc_runtime").setLevel(cfg.log_level)
-            _activate(cfg, dict.fromkeys(_ARG_VARS), propagate=True)
+            state = _activate(cfg, dict.fromkeys(_ARG_VARS), propagate=True)
+            _preflight(state, cfg, "startup")
     except settings.SettingsError as exc:
         from . import detect
 
@@ -210,11 +211,75 @@ def auto_activate() -> None:
                                         details={"invalid_settings": True}))
         _report_error(f"cc_runtime: {exc}; cc_runtime leaves this process untouched")
     except Exception as exc:  # noqa: BLE001
+        if getattr(exc, "cc_runtime_refused", False):
+            raise  # the preflight refused: rolled back and reported already
         strict = _last_strict()
         what = "strict mode: activation failed" if strict else "activation failed"
         _report_error(f"cc_runtime: {what}, everything rolled back: {type(exc).__name__}: {exc}")
         if strict:
             raise StrictModeError(f"cc_runtime {what}: {exc}") from exc
+
+
+def _is_cli_process() -> bool:
+    """Whether this process is the ``cc-runtime`` command (console script or ``python -m cc_runtime``):
+    the tool a refused deployment is diagnosed with is never stopped by the preflight itself."""
+    import os
+    import sys
+
+    orig = list(getattr(sys, "orig_argv", []))
+    if "-m" in orig and orig.index("-m") + 1 < len(orig) and orig[orig.index("-m") + 1] == "cc_runtime":
+        return True
+    return os.path.basename(sys.argv[0] if sys.argv else "") == "cc-runtime"
+
+
+def _preflight(state: CCState, cfg: settings.Settings, where: str) -> None:
+    """Run the automatic preflight for this process (only under CC, only where the setting asks).
+
+    ``require`` and a failed or unknown check: everything applied is rolled back, the one line is
+    reported, and :class:`cc_runtime.preflight.PreflightRefused` is raised."""
+    global _failure
+    if not state.enabled or cfg.preflight == "off" or _is_cli_process():
+        return
+    from . import preflight
+
+    try:
+        preflight.gate(state, cfg.preflight, where)
+    except preflight.PreflightRefused as exc:
+        _failure = str(exc)
+        _rollback()
+        _report_error(str(exc))
+        raise
+
+
+def preflight_here(where: str) -> None:
+    """The automatic preflight at a later point of this process (the SGLang plugin: ``sglang``)."""
+    with _lock:
+        if _last is None:
+            return
+        _preflight(_last[0], _last[1], where)
+
+
+def warn_once(message: str) -> None:
+    """One WARNING line, logged, or on stderr when the application configured no logging at all."""
+    import logging
+
+    with _lock:
+        if message in _warned:
+            return
+        _warned.add(message)
+    log = logging.getLogger("cc_runtime")
+    logger: logging.Logger | None = log
+    while logger is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
+            log.warning(message)
+            return
+        logger = logger.parent if logger.propagate else None
+    import sys
+
+    print(f"WARNING: {message}", file=sys.stderr)
+
+
+_warned: set[str] = set()
 
 
 def _last_strict() -> bool:
@@ -252,6 +317,8 @@ def _reset_for_tests() -> None:
         _manager = None
         _last = None
         _failure = None
-        from . import detect
+        _warned.clear()
+        from . import detect, preflight
 
         detect.reset()
+        preflight._reset_for_tests()

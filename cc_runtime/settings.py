@@ -285,6 +285,13 @@ for _v in (
         "server arguments set sizes explicitly (beyond it a forward is compute-bound).",
         number(8, PREFILL_GRAPH_MAX_TOKENS_LIMIT, f"multiple of 8, 8..{PREFILL_GRAPH_MAX_TOKENS_LIMIT}",
                integer=True, multiple_of=8)),
+    Var("CC_RUNTIME_PREFLIGHT", "auto", "auto|off|warn|require",
+        "Preflight checks under CC (CC mode on every GPU, DevTools off, ready state set, a CC driver, "
+        "SGLang's and FlashInfer's CC detectors agreeing), once per process where cc_runtime activates "
+        "automatically: `warn` prints one WARNING per failed check, `require` ends the process with one "
+        "line when a check fails or is unknown (activation rolled back first). `auto`: `warn` on real "
+        "CC, `off` otherwise. The `cc-runtime` command itself is never stopped by it.",
+        choice("auto", "off", "warn", "require")),
     Var("CC_RUNTIME_BOOTSTRAP", "0", "0|1",
         "Internal, set by `import cc_runtime` (when CC is on, forced or emulated) and `cc-runtime "
         "launch`: the .pth bootstrap activates cc_runtime in every Python process that inherits it.",

@@ -10,6 +10,10 @@ from typing import Any
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("launch", help="run a command with cc_runtime active in all its Python processes")
+    p.add_argument("--preflight", choices=("off", "warn", "require"), default=None,
+                   help="run the host preflight checks (CC mode, DevTools, ready state, driver) before "
+                        "starting CMD: require refuses to start it when one fails or is unknown; also "
+                        "exported as CC_RUNTIME_PREFLIGHT to CMD's processes")
     p.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
 
@@ -60,12 +64,38 @@ def main(args: argparse.Namespace) -> int:
         print("cc-runtime launch: give a command after --, e.g. cc-runtime launch -- python -m "
               "sglang.launch_server ...", file=sys.stderr)
         return 2
+    env = launch_env()
+    if args.preflight is not None:
+        env["CC_RUNTIME_PREFLIGHT"] = args.preflight
+        refused = _preflight(args.preflight)
+        if refused:
+            return refused
     import subprocess
 
     try:
-        return subprocess.call(argv, env=launch_env())
+        return subprocess.call(argv, env=env)
     except FileNotFoundError:
         print(f"cc-runtime launch: command not found: {argv[0]}", file=sys.stderr)
         return 127
     except KeyboardInterrupt:
         return 130
+
+
+def _preflight(mode: str) -> int:
+    """The host checks before CMD starts: non-zero (and one line) when ``require`` refuses."""
+    if mode == "off":
+        return 0
+    from .. import preflight
+    from ..detect import cc_state
+
+    report = preflight.run(mode=mode, where="launch", state=cc_state(), host_only=True)
+    preflight.remember(report)
+    if mode == "require":
+        line = report.refusal()
+        if line:
+            print(f"cc-runtime launch: not started: {line}", file=sys.stderr)
+            return 1
+        return 0
+    for c in report.blocking("warn"):
+        print(f"cc-runtime launch: WARNING: preflight {c.name} failed: {c.reason}", file=sys.stderr)
+    return 0
