@@ -260,23 +260,16 @@ def preflight_here(where: str) -> None:
 
 
 def warn_once(message: str) -> None:
-    """One WARNING line, logged, or on stderr when the application configured no logging at all."""
+    """One WARNING line per distinct message in this process (see :func:`cc_runtime.visible.emit`)."""
     import logging
+
+    from .visible import emit
 
     with _lock:
         if message in _warned:
             return
         _warned.add(message)
-    log = logging.getLogger("cc_runtime")
-    logger: logging.Logger | None = log
-    while logger is not None:
-        if any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
-            log.warning(message)
-            return
-        logger = logger.parent if logger.propagate else None
-    import sys
-
-    print(f"WARNING: {message}", file=sys.stderr)
+    emit(logging.getLogger("cc_runtime"), logging.WARNING, message)
 
 
 _warned: set[str] = set()

@@ -54,7 +54,7 @@ def test_warn_prints_one_warning_per_failed_check_and_carries_on(monkeypatch, ca
     runtime.auto_activate()
     runtime.auto_activate()  # once per process
     # One line: on stderr without logging configured, through logging where it is (pytest's capture is)
-    seen = [ln.removeprefix("WARNING: ") for ln in capsys.readouterr().err.splitlines()]
+    seen = [ln.removeprefix("WARNING ") for ln in capsys.readouterr().err.splitlines()]
     seen += [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert seen == ["cc_runtime preflight: devtools failed: DevTools mode is on"]
     assert os.environ.get("CC_RUNTIME_BOOTSTRAP") == "1"  # activation stands
