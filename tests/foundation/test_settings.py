@@ -148,6 +148,8 @@ def test_sources_are_recorded():
 def _documented(name, value):
     if name in ("CC_RUNTIME_CC",):
         return value in ("auto", "0", "1")
+    if name == "CC_RUNTIME_PREFLIGHT":
+        return value in ("auto", "off", "warn", "require")
     if name == "CC_RUNTIME_TIMER":
         return value in ("auto", "globaltimer", "cuda_event")
     if name == "CC_RUNTIME_LOG_LEVEL":
