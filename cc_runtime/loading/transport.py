@@ -152,21 +152,22 @@ class SimTransport(_Counting):
         return self.sim.empty(nbytes, dtype=self.torch.uint8)
 
     def h2d(self, dst: Any, src: Any, after: Any = None) -> Any:
-        if after is not None:
+        if after is not None and not after.query():
             self.h2d_stream.wait_event(after)
         self.sim.copy_(self.sim.mark_device(dst), src, stream=self.h2d_stream, non_blocking=True)
         self._count("h2d", int(src.numel()))
         return self.h2d_stream.record_event()
 
     def d2d_after(self, event: Any) -> None:
-        self.d2d_stream.wait_event(event)
+        if not event.query():  # under CC the H2D blocked its thread: usually done already
+            self.d2d_stream.wait_event(event)
 
     def empty(self, nbytes: int) -> Any:
         return self.sim.empty(nbytes, dtype=self.torch.uint8)
 
     def d2d(self, dst: Any, src: Any) -> None:
         mark = self.sim.mark_device
-        self.sim.copy_(mark(dst), mark(src), stream=self.d2d_stream, non_blocking=True)
+        self.sim.copy_(mark(dst), mark(src), stream=self.d2d_stream, non_blocking=True, inline_if_idle=True)
         self._count("d2d", int(src.numel()))
 
     def record(self) -> Any:
