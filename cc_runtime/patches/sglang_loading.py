@@ -154,12 +154,11 @@ def _apply(ctx: PatchContext) -> None:
 
 
 def _when(state: Any) -> bool:
-    """Wanted under CC; not applicable where torch is already imported and is not a CUDA build."""
+    """Wanted under CC on a CUDA device. Where torch is not imported yet (activation at ``import
+    cc_runtime``), the check is repeated at call time, which falls back to upstream with the reason."""
     if not state.enabled:
         return False
-    torch = sys.modules.get("torch")
-    version = getattr(torch, "version", None) if torch is not None else None
-    return DEVICE_FOR_TESTS is not None or version is None or (bool(version.cuda) and not getattr(version, "hip", None))
+    return "torch" not in sys.modules or sglang_device_is_cuda()
 
 
 PATCHES = [

@@ -1,0 +1,154 @@
+"""The ``sglang.loading`` patch against the REAL SGLang weight iterators (0.5.12 or 0.5.23, per nox session).
+
+Real: SGLang's ``weight_utils`` iterators (``safetensors_weights_iterator``, the multi-thread (0.5.12)
+and buffered variants), ``DefaultModelLoader`` / ``LayeredModelLoader`` instances and SGLang's own
+``default_weight_loader``; cc_runtime's patch manager applies and reverts the patch.
+Stand-ins: the "device" is the emulator's simulated device (no CUDA here), given to the patch through
+``DEVICE_FOR_TESTS``. A real SGLang model class (``LlamaForCausalLM`` with the tiny config) is not
+built here: 0.5.23 needs its runtime context published from full server arguments and an initialised
+process group before any layer can be constructed, which a CPU-only test cannot do faithfully; so the
+iterators are tested alone, with SGLang's ``default_weight_loader`` as the consumer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import cc_runtime  # noqa: E402
+from cc_runtime import runtime  # noqa: E402
+from cc_runtime.emulator import SimDevice  # noqa: E402
+
+pytestmark = [pytest.mark.upstream, pytest.mark.timeout(300)]
+
+from loading.checkpoints import make_checkpoint, same_bytes  # noqa: E402
+
+
+@pytest.fixture
+def sim(monkeypatch: pytest.MonkeyPatch):
+    from cc_runtime.patches import sglang_loading as sl
+
+    dev = SimDevice("h100", name="sim-load")
+    monkeypatch.setattr(sl, "DEVICE_FOR_TESTS", dev)
+    yield dev
+    dev.shutdown(timeout=5)
+
+
+@pytest.fixture
+def patched(sglang_version: str, sim: Any) -> Any:
+    runtime._reset_for_tests()
+    cc_runtime.activate(cc="1", patches="sglang.loading")
+    from sglang.srt.model_loader import loader as loader_mod  # noqa: F401 - triggers the patch
+    from sglang.srt.model_loader import weight_utils as wu
+
+    rec = runtime.manager().records["sglang.loading"]
+    assert rec.status == "applied", rec.reason
+    yield wu
+    runtime._reset_for_tests()
+
+
+def _files(folder: str) -> list[str]:
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".safetensors"))
+
+
+def _iterators(wu: Any) -> dict[str, Any]:
+    its = {"plain": lambda files: wu.safetensors_weights_iterator(files)}
+    if hasattr(wu, "multi_thread_safetensors_weights_iterator"):
+        its["multi_thread"] = lambda files: wu.multi_thread_safetensors_weights_iterator(files, max_workers=2)
+    if hasattr(wu, "buffered_multi_thread_safetensors_weights_iterator"):
+        its["buffered"] = lambda files: wu.buffered_multi_thread_safetensors_weights_iterator(files, max_workers=2)
+    return its
+
+
+def _as_default_loader(fn: Any) -> Any:
+    """Run ``fn`` as DefaultModelLoader._get_weights_iterator runs its iterators (the patch's marker)."""
+    from sglang.srt.configs.load_config import LoadConfig
+    from sglang.srt.model_loader.loader import DefaultModelLoader
+
+    from cc_runtime.patches import sglang_loading as sl
+
+    sl._local.loader = object.__new__(DefaultModelLoader)
+    sl._local.loader.load_config = LoadConfig()
+    try:
+        return fn()
+    finally:
+        sl._local.loader = None
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_patched_iterators_yield_device_tensors_byte_identical_to_upstream(tmp_path, patched: Any, sim: Any,
+                                                                          kind: str) -> None:
+    from sglang.srt.model_loader.weight_utils import default_weight_loader
+
+    wu = patched
+    want = make_checkpoint(str(tmp_path), kind, files=3)
+    files = _files(str(tmp_path))
+    upstream = {n: t.clone() for n, t in wu.safetensors_weights_iterator.__wrapped__(files)}
+    for label, make in _iterators(wu).items():
+        params = {n: torch.nn.Parameter(sim.mark_device(torch.full_like(t, 0)), requires_grad=False)
+                  for n, t in want.items()}
+        for p in params.values():
+            p.data.view(torch.uint8).fill_(0xA5)
+        before = sim.stats["copies_h2d"]
+        it = _as_default_loader(lambda make=make: make(files))
+        n = 0
+        for name, w in it:
+            assert sim.is_device(w), (label, name)
+            default_weight_loader(params[name], w)  # SGLang's own weight_loader: param.data.copy_(w)
+            n += 1
+        assert n == len(want)
+        crossings = sim.stats["copies_h2d"] - before
+        assert 0 < crossings <= 3 + 3  # 128 MiB chunks: one per file
+        for name in want:
+            assert same_bytes(params[name].data, upstream[name]), (label, name)
+            assert same_bytes(params[name].data, want[name]), (label, name)
+
+
+def test_other_callers_get_upstream_with_the_reason(tmp_path, patched: Any, sim: Any) -> None:
+    from sglang.srt.configs.load_config import LoadConfig
+    from sglang.srt.model_loader.loader import LayeredModelLoader
+
+    from cc_runtime.patches import sglang_loading as sl
+
+    wu = patched
+    make_checkpoint(str(tmp_path), "dense", files=2)
+    files = _files(str(tmp_path))
+    # BitsAndBytes, GGUF, remote loaders and direct callers: not inside DefaultModelLoader._get_weights_iterator
+    for _name, w in wu.safetensors_weights_iterator(files):
+        assert not sim.is_device(w)
+    assert sl.LAST[-1][0] == "upstream" and "not called from DefaultModelLoader" in sl.LAST[-1][1]
+    layered = object.__new__(LayeredModelLoader)
+    layered.load_config = LoadConfig()
+    sl._local.loader = layered
+    try:
+        for _name, w in wu.safetensors_weights_iterator(files):
+            assert not sim.is_device(w)
+    finally:
+        sl._local.loader = None
+    assert "LayeredModelLoader is not the default loader" in sl.LAST[-1][1]
+
+
+def test_non_cuda_device_is_not_applicable(monkeypatch: pytest.MonkeyPatch, sglang_version: str) -> None:
+    from cc_runtime.patches import sglang_loading as sl
+
+    monkeypatch.setattr(sl, "DEVICE_FOR_TESTS", None)
+    assert not sl.sglang_device_is_cuda()  # CPU-only torch here
+    runtime._reset_for_tests()
+    cc_runtime.activate(cc="1", patches="sglang.loading")
+    rec = runtime.manager().records["sglang.loading"]
+    assert rec.status == "not applicable", (rec.status, rec.reason)
+
+
+def test_revert_restores_upstream(tmp_path, patched: Any) -> None:
+    from sglang.srt.model_loader import loader as loader_mod
+
+    wu = patched
+    original = wu.safetensors_weights_iterator.__wrapped__
+    assert loader_mod.safetensors_weights_iterator is wu.safetensors_weights_iterator
+    cc_runtime.deactivate()
+    assert wu.safetensors_weights_iterator is original
+    assert loader_mod.safetensors_weights_iterator is original
