@@ -23,6 +23,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["SHAPES", "Shape", "generate", "real_bytes", "tensor_list"]
 
@@ -95,7 +96,7 @@ def scaled(dims: tuple[int, ...], scale: float) -> tuple[int, ...]:
 _WINDOWS = 65521  # a prime: tensor k starts at byte 2 * ((k * 4099) % _WINDOWS) of the random buffer
 
 
-def _base(nbytes: int, seed: int) -> object:
+def _base(nbytes: int, seed: int) -> Any:
     import torch
 
     g = torch.Generator().manual_seed(seed)

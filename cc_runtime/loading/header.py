@@ -96,7 +96,7 @@ def read_header(path: str) -> FileIndex:
             continue
         entries.append(_entry(path, name, spec, data_start, size))
     entries.sort(key=lambda e: (e.begin, e.end))
-    for a, b in zip(entries, entries[1:]):
+    for a, b in zip(entries, entries[1:], strict=False):
         if b.begin < a.end:
             raise CheckpointError(path, f"corrupt header: overlaps {a.name!r}", b.name)
     return FileIndex(path, size, data_start, tuple(entries))

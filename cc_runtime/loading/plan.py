@@ -136,6 +136,7 @@ def make_plan(indexes: list[FileIndex], chunk_bytes: int, names: Iterable[str] |
             cur.nbytes += n
             done_at += n
             left -= n
+        assert cur is not None  # left > 0 made or reused a chunk
         cur.done.append(w.key)
     files = list(dict.fromkeys(ix.path for ix in indexes))
     return Plan(chunk_bytes, wanted, chunks, files)

@@ -152,3 +152,126 @@ def test_revert_restores_upstream(tmp_path, patched: Any) -> None:
     cc_runtime.deactivate()
     assert wu.safetensors_weights_iterator is original
     assert loader_mod.safetensors_weights_iterator is original
+
+
+# -- a real SGLang model class: LlamaForCausalLM with the shipped tiny config, world size 1 ---------------
+TINY_LLAMA = os.path.join(os.path.dirname(cc_runtime.__file__), "sweep", "models", "tiny-llama")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def llama_factory() -> Any:
+    """Builds SGLang's real ``LlamaForCausalLM`` on CPU (bf16 parameters, TP world size 1).
+
+    Stand-in: ``vllm._custom_ops`` (SGLang's rotary layer imports its CUDA rotary kernel from there on
+    a platform it does not recognise; the kernel is never called by ``load_weights``)."""
+    import sys
+    import types
+
+    if os.environ.get("CC_RUNTIME_TEST_SGLANG") is None:
+        pytest.skip("not in an upstream-* nox session")
+    if "vllm._custom_ops" not in sys.modules:
+        vllm, ops = types.ModuleType("vllm"), types.ModuleType("vllm._custom_ops")
+        ops.rotary_embedding = None  # type: ignore[attr-defined]
+        vllm._custom_ops = ops  # type: ignore[attr-defined]
+        sys.modules.setdefault("vllm", vllm)
+        sys.modules["vllm._custom_ops"] = ops
+    from sglang.srt.server_args import ServerArgs
+    from transformers import LlamaConfig
+
+    args = ServerArgs(model_path=TINY_LLAMA, device="cpu", tp_size=1)
+    try:
+        from sglang.srt.runtime_context import SpawnRanks, publish  # 0.5.2x: process-wide config
+
+        publish(args, role="scheduler", ranks=SpawnRanks(world_rank=0, dp_rank=None, gpu_id=0))
+    except ImportError:
+        pass
+    try:
+        from sglang.srt.server_args import set_global_server_args_for_scheduler
+
+        set_global_server_args_for_scheduler(args)
+    except ImportError:
+        pass
+    from sglang.srt.distributed import init_distributed_environment, initialize_model_parallel
+
+    init_distributed_environment(backend="gloo", world_size=1, rank=0, local_rank=0,
+                                 distributed_init_method=f"tcp://127.0.0.1:{_free_port()}")
+    try:
+        initialize_model_parallel()
+    except TypeError:
+        initialize_model_parallel(1)
+    from sglang.srt.models.llama import LlamaForCausalLM
+
+    config = LlamaConfig.from_pretrained(TINY_LLAMA)
+
+    def build() -> Any:
+        before = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            model = LlamaForCausalLM(config, quant_config=None)
+        finally:
+            torch.set_default_dtype(before)
+        for p in model.parameters():
+            p.data.view(torch.uint8).fill_(0xA5)  # poison: a parameter left unwritten cannot pass
+        return model
+
+    return config, build
+
+
+def _llama_checkpoint(folder: str, config: Any, files: int = 2) -> None:
+    from cc_runtime.loading.writer import write_index, write_safetensors
+
+    h, hd = config.hidden_size, config.head_dim
+    q, kv, inter, vocab = config.num_attention_heads * hd, config.num_key_value_heads * hd, \
+        config.intermediate_size, config.vocab_size
+    shapes = {"model.embed_tokens.weight": (vocab, h), "model.norm.weight": (h,), "lm_head.weight": (vocab, h)}
+    for i in range(config.num_hidden_layers):
+        p = f"model.layers.{i}."
+        shapes.update({p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
+                       p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
+                       p + "mlp.gate_proj.weight": (inter, h), p + "mlp.up_proj.weight": (inter, h),
+                       p + "mlp.down_proj.weight": (h, inter), p + "input_layernorm.weight": (h,),
+                       p + "post_attention_layernorm.weight": (h,)})
+    g = torch.Generator().manual_seed(1)
+    names = list(shapes)
+    per = -(-len(names) // files)
+    weight_map, total = {}, 0
+    for f in range(files):
+        fname = f"model-{f + 1:05d}-of-{files:05d}.safetensors"
+        part = {n: torch.randn(shapes[n], generator=g).bfloat16() for n in names[f * per:(f + 1) * per]}
+        total += write_safetensors(os.path.join(folder, fname), part)
+        weight_map.update({n: fname for n in part})
+    write_index(folder, weight_map, total)
+
+
+def test_real_llama_load_weights_byte_identical_to_upstream(tmp_path, patched: Any, sim: Any,
+                                                            llama_factory: Any) -> None:
+    """SGLang's real LlamaForCausalLM.load_weights (stacked qkv / gate_up shards, its weight_loaders)
+    fed by the patched iterator: every parameter byte-identical to the same model loaded by upstream's."""
+    from sglang.srt.model_loader.loader import DefaultModelLoader
+
+    wu = patched
+    config, build = llama_factory
+    _llama_checkpoint(str(tmp_path), config)
+    files = _files(str(tmp_path))
+    reference = build()
+    reference.load_weights(wu.safetensors_weights_iterator.__wrapped__(files))
+    model = build()
+    before = sim.stats["copies_h2d"]
+    weights = _as_default_loader(lambda: wu.safetensors_weights_iterator(files))
+    DefaultModelLoader.load_weights_and_postprocess(model, weights, torch.device("cpu"))
+    from cc_runtime.patches import sglang_loading as sl
+
+    assert sl.LAST[-1][0] == "cc_runtime", sl.LAST[-1]
+    assert 0 < sim.stats["copies_h2d"] - before <= len(files)  # one chunk per file at 128 MiB
+    ref = dict(reference.named_parameters())
+    for name, p in model.named_parameters():
+        assert same_bytes(p.data, ref[name].data), name
+        assert not torch.equal(p.data.view(torch.uint8), torch.full_like(p.data.view(torch.uint8), 0xA5)), name
