@@ -57,7 +57,7 @@ def standin_iterator(files: list[str]) -> Iterator[tuple[str, Any]]:
     for path in files:
         ix = read_header(path)
         with open(path, "rb") as f:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # writable view: no torch warning, never written
         buf = torch.frombuffer(memoryview(mm), dtype=torch.uint8) if ix.size else None
         for t in sorted(ix.tensors, key=lambda e: e.name):
             raw = buf[t.begin:t.end] if buf is not None else torch.empty(0, dtype=torch.uint8)
@@ -132,7 +132,7 @@ def compare(folder: str, params: dict[str, Any], device: Any) -> int:
     for path in resolve_files(folder):
         ix = read_header(path)
         with open(path, "rb") as f:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # writable view: no torch warning, never written
         try:
             buf = torch.frombuffer(memoryview(mm), dtype=torch.uint8)
             for t in ix.tensors:
