@@ -41,10 +41,10 @@ SHAPES = {
 }
 
 
-def _llama3_8b() -> Iterator[tuple[str, tuple[int, ...]]]:
+def _llama3_8b(layers: int = 32) -> Iterator[tuple[str, tuple[int, ...]]]:
     h, inter, kv, vocab = 4096, 14336, 1024, 128256
     yield "model.embed_tokens.weight", (vocab, h)
-    for i in range(32):
+    for i in range(layers):
         p = f"model.layers.{i}."
         yield p + "self_attn.q_proj.weight", (h, h)
         yield p + "self_attn.k_proj.weight", (kv, h)
@@ -59,10 +59,10 @@ def _llama3_8b() -> Iterator[tuple[str, tuple[int, ...]]]:
     yield "lm_head.weight", (vocab, h)
 
 
-def _qwen3_30b_a3b() -> Iterator[tuple[str, tuple[int, ...]]]:
+def _qwen3_30b_a3b(layers: int = 48) -> Iterator[tuple[str, tuple[int, ...]]]:
     h, q, kv, hd, moe, experts, vocab = 2048, 4096, 512, 128, 768, 128, 151936
     yield "model.embed_tokens.weight", (vocab, h)
-    for i in range(48):
+    for i in range(layers):
         p = f"model.layers.{i}."
         yield p + "self_attn.q_proj.weight", (q, h)
         yield p + "self_attn.k_proj.weight", (kv, h)
@@ -81,8 +81,10 @@ def _qwen3_30b_a3b() -> Iterator[tuple[str, tuple[int, ...]]]:
     yield "lm_head.weight", (vocab, h)
 
 
-def tensor_list(shape: str) -> list[tuple[str, tuple[int, ...]]]:
-    return list({"dense": _llama3_8b, "moe": _qwen3_30b_a3b}[shape]())
+def tensor_list(shape: str, layers: int | None = None) -> list[tuple[str, tuple[int, ...]]]:
+    """The real tensor list, or its first ``layers`` layers (``--quick``: CI cannot afford 18,867)."""
+    make = {"dense": _llama3_8b, "moe": _qwen3_30b_a3b}[shape]
+    return list(make() if layers is None else make(layers))
 
 
 def real_bytes(shape: str, elem: int = 2) -> int:
@@ -103,14 +105,15 @@ def _base(nbytes: int, seed: int) -> Any:
     return torch.randint(0, 256, (nbytes + 2 * _WINDOWS,), dtype=torch.uint8, generator=g)
 
 
-def generate(folder: str, shape: str, budget_bytes: int) -> dict[str, object]:
-    """Write the scaled checkpoint (bf16, sharded, with an index); returns facts about it."""
+def generate(folder: str, shape: str, budget_bytes: int, layers: int | None = None) -> dict[str, Any]:
+    """Write the scaled checkpoint (bf16, sharded, with an index); returns facts about it. ``layers``:
+    only the first layers (tensor count reduced, and reported)."""
     import torch
 
     from ..loading.writer import write_index, write_safetensors
 
     spec = SHAPES[shape]
-    tensors = tensor_list(shape)
+    tensors = tensor_list(shape, layers)
     real = real_bytes(shape)
     scale = min(1.0, budget_bytes / real)
     os.makedirs(folder, exist_ok=True)
@@ -128,5 +131,6 @@ def generate(folder: str, shape: str, budget_bytes: int) -> dict[str, object]:
             weight_map[name] = fname
         total += write_safetensors(os.path.join(folder, fname), part)
     write_index(folder, weight_map, total)
-    return {"model": spec.model, "tensors": len(tensors), "files": spec.shards, "bytes": total,
-            "real_bytes_bf16": real, "scale": scale}
+    return {"model": spec.model, "tensors": len(tensors), "real_tensors": len(tensor_list(shape)),
+            "layers": layers or "all", "files": spec.shards, "bytes": total, "real_bytes_bf16": real,
+            "scale": scale}
