@@ -8,9 +8,10 @@ Three parties, so that reading, crossing and handing out overlap:
   free device chunk (under CC that copy blocks the copier thread, not the caller; the reader meanwhile
   fills the next chunk);
 * the **caller** (the iterator) copies each tensor's bytes out of the device chunk into a new device
-  tensor of its own (D2D, on a second private stream), then hands it over: the caller's stream waits
-  for that copy. Device chunks and host chunks are reused; handed-out tensors never are, so no caller
-  can see a reused buffer.
+  tensor of its own (D2D, on a second private stream; small tensors lying back to back share one new
+  buffer and one copy, see ``group_below``), then hands it over: the caller's stream waits for that
+  copy. Device chunks and host chunks are reused; handed-out tensors never are, so no caller can see
+  a reused buffer.
 
 Memory, all bounded: ``host_slots`` pinned host chunks and ``device_slots`` device chunks of
 ``chunk_bytes`` each (defaults 2 and 2), plus the output tensor being assembled when one is larger
@@ -32,8 +33,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from .header import CheckpointError, FileIndex, check_index, read_header, resolve_files
-from .plan import Chunk, Plan, make_plan
+from .header import DTYPE_SIZES, CheckpointError, FileIndex, check_index, read_header, resolve_files
+from .plan import Chunk, Piece, Plan, make_plan
 from .transport import torch_dtype, transport_for
 
 log = logging.getLogger("cc_runtime.loading")
@@ -69,11 +70,17 @@ class ChunkedLoader:
     (None: CUDA when available). ``names``: only these tensors; ``rows``: ``{name: (start, stop)}``
     dim-0 rows to keep (only those bytes are read and moved). ``chunk_bytes`` overrides the
     ``CC_RUNTIME_LOAD_CHUNK_MB`` setting (for tests; ``chunk_mb`` goes through the setting's checks).
+    ``group_below``: whole tensors smaller than this (bytes; 0: never) lying back to back in a chunk
+    share one new buffer made by one D2D copy (norms, scales, routers, small experts: one copy and one
+    allocation instead of one each); every larger tensor gets a buffer of its own. Either way the
+    buffer is new and never reused by the loader; a caller keeping one grouped tensor keeps its group
+    (at most a chunk) alive.
     """
 
     def __init__(self, source: Any, device: Any = None, *, chunk_mb: int | None = None,
                  chunk_bytes: int | None = None, host_slots: int = 2, device_slots: int = 2,
-                 names: Sequence[str] | None = None, rows: Mapping[str, tuple[int, int]] | None = None) -> None:
+                 names: Sequence[str] | None = None, rows: Mapping[str, tuple[int, int]] | None = None,
+                 group_below: int = 1 << 20) -> None:
         self.files = resolve_files(source)
         self.indexes: list[FileIndex] = [read_header(p) for p in self.files]
         if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
@@ -87,6 +94,7 @@ class ChunkedLoader:
         self.host_slots = max(1, host_slots)
         self.device_slots = max(1, device_slots)
         self.pinned: bool | None = None
+        self.group_below = max(0, int(group_below))
 
     @property
     def nbytes(self) -> int:
@@ -130,12 +138,15 @@ class ChunkedLoader:
                     raise CheckpointError(chunk.path, f"chunk {chunk.index} failed: {type(token).__name__}: "
                                                       f"{token}", name) from token
                 tr.d2d_after(token)
-                for p in chunk.pieces:
-                    out = outputs.get(p.key)
-                    if out is None:
-                        out = outputs[p.key] = tr.empty(plan.wanted[p.key].nbytes)
-                    tr.d2d(out[p.tensor_offset:p.tensor_offset + p.nbytes],
-                           dslot.buf[p.chunk_offset:p.chunk_offset + p.nbytes])
+                for run in _runs(chunk, plan, self.group_below):
+                    if len(run) > 1 and self._copy_group(run, dslot.buf, outputs):
+                        continue
+                    for p in run:
+                        out = outputs.get(p.key)
+                        if out is None:
+                            out = outputs[p.key] = tr.empty(plan.wanted[p.key].nbytes)
+                        tr.d2d(out[p.tensor_offset:p.tensor_offset + p.nbytes],
+                               dslot.buf[p.chunk_offset:p.chunk_offset + p.nbytes])
                 done = tr.record()
                 dslot.event = done
                 free_dev.put(dslot)
@@ -152,6 +163,23 @@ class ChunkedLoader:
             reader.join(5)
             copier.join(5)
             outputs.clear()
+
+    def _copy_group(self, run: list[Piece], staging: Any, outputs: dict[int, Any]) -> bool:
+        """One D2D for a run of small whole tensors lying back to back: a new buffer of their own, each
+        tensor a view of it at its file alignment. False (nothing done) where a view would be misaligned."""
+        wanted = self.plan.wanted
+        start = run[0].chunk_offset
+        total = run[-1].chunk_offset + run[-1].nbytes - start
+        pad = wanted[run[0].key].begin % 8  # keeps each tensor's offset modulo 8 as it is in the file
+        sizes = [DTYPE_SIZES[wanted[p.key].dtype] for p in run]
+        if any((pad + p.chunk_offset - start) % size for p, size in zip(run, sizes, strict=True)):
+            return False
+        group = self.transport.empty(pad + total)
+        self.transport.d2d(group[pad:pad + total], staging[start:start + total])
+        for p in run:
+            off = pad + p.chunk_offset - start
+            outputs[p.key] = group[off:off + p.nbytes]
+        return True
 
     def _reader(self, chunks: list[Chunk], free_host: queue.Queue[_Slot],
                 filled: queue.Queue[tuple[Chunk, _Slot | None, BaseException | None]], stop: threading.Event) -> None:
@@ -199,6 +227,32 @@ class ChunkedLoader:
             hslot.event = event
             free_host.put(hslot)
             ready.put((chunk, dslot, event))
+
+
+def _runs(chunk: Chunk, plan: Plan, limit: int) -> list[list[Piece]]:
+    """The chunk's pieces in order, runs of small whole tensors (under ``limit`` bytes, back to back in
+    the chunk and on disk) together, every other piece alone."""
+    runs: list[list[Piece]] = []
+    cur: list[Piece] = []
+    for p in chunk.pieces:
+        w = plan.wanted[p.key]
+        small = 0 < p.nbytes < limit and p.tensor_offset == 0 and p.nbytes == w.nbytes
+        if small and cur:
+            last = cur[-1]
+            if (last.chunk_offset + last.nbytes == p.chunk_offset
+                    and plan.wanted[last.key].begin + last.nbytes == w.begin):
+                cur.append(p)
+                continue
+        if cur:
+            runs.append(cur)
+            cur = []
+        if small:
+            cur = [p]
+        else:
+            runs.append([p])
+    if cur:
+        runs.append(cur)
+    return runs
 
 
 def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:

@@ -18,11 +18,12 @@ from .checkpoints import make_checkpoint, same_bytes
 CHUNKS = (997, 4096, 1 << 20)  # an odd size splits tensors across chunks; 1 MiB holds a whole file
 
 
+@pytest.mark.parametrize("group_below", [0, 1 << 20])
 @pytest.mark.parametrize("kind", ["dense", "moe"])
 @pytest.mark.parametrize("chunk", CHUNKS)
-def test_every_tensor_byte_identical_on_cpu(tmp_path, kind: str, chunk: int) -> None:
+def test_every_tensor_byte_identical_on_cpu(tmp_path, kind: str, chunk: int, group_below: int) -> None:
     want = make_checkpoint(str(tmp_path), kind)
-    got = load_file(str(tmp_path), "cpu", chunk_bytes=chunk)
+    got = load_file(str(tmp_path), "cpu", chunk_bytes=chunk, group_below=group_below)
     assert set(got) == set(want)
     for name, t in want.items():
         assert same_bytes(got[name], t), name
@@ -46,20 +47,30 @@ def test_simulated_device_counts_one_crossing_per_chunk(tmp_path, profile: str |
         assert same_bytes(got[name], t), name
 
 
-def test_handed_out_tensors_are_owned_never_reused(tmp_path) -> None:
+@pytest.mark.parametrize("group_below", [0, 1 << 20])
+def test_handed_out_tensors_are_owned_never_reused(tmp_path, group_below: int) -> None:
     """Poison every tensor as soon as it is handed out: later tensors must still be exact, and no two
-    handed-out tensors share memory (a reused staging buffer would show up in both ways)."""
+    handed-out tensors overlap in memory (a reused staging buffer would show up in both ways). Without
+    grouping every tensor has a storage of its own."""
     want = make_checkpoint(str(tmp_path), "moe")
     kept: dict[str, torch.Tensor] = {}
-    ptrs = set()
-    for name, t in ChunkedLoader(str(tmp_path), "cpu", chunk_bytes=997):
+    spans: list[tuple[int, int]] = []
+    storages = set()
+    for name, t in ChunkedLoader(str(tmp_path), "cpu", chunk_bytes=4096, group_below=group_below):
         assert same_bytes(t, want[name]), name
         if t.numel():
-            assert t.untyped_storage().data_ptr() not in ptrs
-            ptrs.add(t.untyped_storage().data_ptr())
+            a = t.data_ptr()
+            b = a + t.numel() * t.element_size()
+            assert all(b <= x or a >= y for x, y in spans), name
+            spans.append((a, b))
+            storages.add(t.untyped_storage().data_ptr())
         kept[name] = t
         t.view(torch.uint8).fill_(0xA5)  # the caller scribbles on what it was given
     assert len(kept) == len(want)
+    if group_below == 0:
+        assert len(storages) == len(spans)
+    else:
+        assert len(storages) < len(spans)  # small tensors were grouped
 
 
 def test_rows_reads_only_the_kept_rows(tmp_path) -> None:
@@ -181,3 +192,17 @@ def test_chunk_setting_is_validated(monkeypatch) -> None:
     with pytest.raises(SettingsError, match="CC_RUNTIME_LOAD_CHUNK_MB"):
         chunk_bytes_setting()
     assert chunk_bytes_setting(256) == 256 << 20
+
+
+def test_misaligned_tensors_in_a_group_get_buffers_of_their_own(tmp_path) -> None:
+    """A 3-byte tensor before an f32 one puts the f32 at an odd file offset: a group view there would
+    be misaligned, so those tensors are copied into buffers of their own (and still byte-identical)."""
+    from cc_runtime.loading.writer import write_safetensors
+
+    want = {"a": torch.arange(3, dtype=torch.uint8), "b": torch.randn(5), "c": torch.randn(2).bfloat16()}
+    path = os.path.join(tmp_path, "m.safetensors")
+    write_safetensors(path, want)
+    assert read_header(path).tensors[1].begin % 4  # the f32 really lies misaligned in the file
+    got = dict(ChunkedLoader(path, "cpu"))
+    for name, t in want.items():
+        assert same_bytes(got[name], t), name
