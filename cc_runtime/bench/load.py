@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reps", type=int, default=None, help="repetitions per arm (default 1 quick, 3 full)")
     p.add_argument("--shapes", default="dense,moe", help="comma list of dense, moe")
     p.add_argument("--dir", default=None, help="generate checkpoints here and keep them (default: a temp dir)")
+    p.add_argument("--all-arms", action="store_true",
+                   help="every arm and profile at the real tensor counts even with --quick (gpu_check.py)")
 
 
 def _bound_s(profile: Any, nbytes: int, crossings: int) -> float:
@@ -113,13 +115,14 @@ def run(ctx: BenchContext) -> BenchResult:
     chunk_bytes = chunk_bytes_setting(extra.get("chunk_mb"))
     reps = max(1, int(extra.get("reps") or (1 if ctx.quick else 3)))
     main = load_profile(ctx.emulate)
+    small = ctx.quick and not extra.get("all_arms")
     # Quick (CI): the main profile only, no peers and no CC-off loader arm (per-tensor work dominates a
     # small machine's run time); full: both profiles, every arm.
-    profiles = [main.name] + ([] if ctx.quick else [p for p in _PROFILES if p != main.name])
+    profiles = [main.name] + ([] if small else [p for p in _PROFILES if p != main.name])
     peers = la.sglang_iterators()
     cc_arms = ["upstream"] + ([a for a in ("multi_thread", "buffered") if a in peers]
-                              if isinstance(peers, dict) and not ctx.quick else []) + ["cc_runtime"]
-    plan: list[tuple[str | None, str]] = [(None, "upstream")] + ([] if ctx.quick else [(None, "cc_runtime")]) + \
+                              if isinstance(peers, dict) and not small else []) + ["cc_runtime"]
+    plan: list[tuple[str | None, str]] = [(None, "upstream")] + ([] if small else [(None, "cc_runtime")]) + \
         [(p, a) for p in profiles for a in cc_arms]
     keep = extra.get("dir")
     root = keep or tempfile.mkdtemp(prefix="cc_runtime-bench-load-")
@@ -130,7 +133,7 @@ def run(ctx: BenchContext) -> BenchResult:
             for shape in shapes:
                 folder = f"{root}/{shape}"
                 t0 = time.perf_counter()
-                facts[shape] = generate(folder, shape, budgets[shape], _QUICK_LAYERS.get(shape) if ctx.quick else None)
+                facts[shape] = generate(folder, shape, budgets[shape], _QUICK_LAYERS.get(shape) if small else None)
                 facts[shape]["generate_s"] = round(time.perf_counter() - t0, 2)
                 params_gpu = la.allocate(folder, "cuda", None) if not ctx.simulated else None
                 for _ in range(reps):
