@@ -177,6 +177,7 @@ def llama_factory() -> Any:
 
     if os.environ.get("CC_RUNTIME_TEST_SGLANG") is None:
         pytest.skip("not in an upstream-* nox session")
+    added = [m for m in ("vllm", "vllm._custom_ops") if m not in sys.modules]
     if "vllm._custom_ops" not in sys.modules:
         vllm, ops = types.ModuleType("vllm"), types.ModuleType("vllm._custom_ops")
         ops.rotary_embedding = None  # type: ignore[attr-defined]
@@ -200,13 +201,16 @@ def llama_factory() -> Any:
     except ImportError:
         pass
     from sglang.srt.distributed import init_distributed_environment, initialize_model_parallel
+    from sglang.srt.distributed import parallel_state as ps
 
-    init_distributed_environment(backend="gloo", world_size=1, rank=0, local_rank=0,
-                                 distributed_init_method=f"tcp://127.0.0.1:{_free_port()}")
-    try:
-        initialize_model_parallel()
-    except TypeError:
-        initialize_model_parallel(1)
+    ours = not ps.model_parallel_is_initialized()
+    if ours:
+        init_distributed_environment(backend="gloo", world_size=1, rank=0, local_rank=0,
+                                     distributed_init_method=f"tcp://127.0.0.1:{_free_port()}")
+        try:
+            initialize_model_parallel()
+        except TypeError:  # 0.5.12 takes the TP size
+            initialize_model_parallel(1)
     from sglang.srt.models.llama import LlamaForCausalLM
 
     config = LlamaConfig.from_pretrained(TINY_LLAMA)
@@ -222,7 +226,12 @@ def llama_factory() -> Any:
             p.data.view(torch.uint8).fill_(0xA5)  # poison: a parameter left unwritten cannot pass
         return model
 
-    return config, build
+    yield config, build
+    if ours:  # leave the process as found for the tests after this module
+        ps.destroy_model_parallel()
+        ps.destroy_distributed_environment()
+    for m in added:
+        sys.modules.pop(m, None)
 
 
 def _llama_checkpoint(folder: str, config: Any, files: int = 2) -> None:
