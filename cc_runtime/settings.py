@@ -236,6 +236,8 @@ def decision(var: str, raw: Any) -> dict[str, Any] | None:
 # -- the registry -------------------------------------------------------------------------------------
 SHUTDOWN_TIMEOUT_MAX_S = 3600
 PREFILL_GRAPH_MAX_TOKENS_LIMIT = 32768
+#: Largest loading chunk (MiB): the pinned host ring and device staging are 2 chunks each.
+LOAD_CHUNK_MB_MAX = 1024
 
 VARS: dict[str, Var] = {}
 
@@ -292,6 +294,10 @@ for _v in (
         "line when a check fails or is unknown (activation rolled back first). `auto`: `warn` on real "
         "CC, `off` otherwise. The `cc-runtime` command itself is never stopped by it.",
         choice("auto", "off", "warn", "require")),
+    Var("CC_RUNTIME_LOAD_CHUNK_MB", "128", f"integer MiB, 1..{LOAD_CHUNK_MB_MAX}",
+        "Chunk size of `cc_runtime.loading` (and the SGLang loading patch under CC): checkpoint bytes cross "
+        "to the GPU in copies of this size; pinned host memory used is 2 chunks, device staging 2 chunks.",
+        number(1, LOAD_CHUNK_MB_MAX, f"integer MiB, 1..{LOAD_CHUNK_MB_MAX}", integer=True)),
     Var("CC_RUNTIME_BOOTSTRAP", "0", "0|1",
         "Internal, set by `import cc_runtime` (when CC is on, forced or emulated) and `cc-runtime "
         "launch`: the .pth bootstrap activates cc_runtime in every Python process that inherits it.",

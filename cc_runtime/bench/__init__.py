@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, str] = {
     "prefill": "cc_runtime.bench.prefill",
     "startup": "cc_runtime.bench.startup",
     "step": "cc_runtime.bench.step",
+    "load": "cc_runtime.bench.load",
 }
 
 __all__ = ["BENCHMARKS", "BenchContext", "BenchResult", "add_bench_parser", "environment", "main_bench",

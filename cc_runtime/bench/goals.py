@@ -67,6 +67,12 @@ GOALS: tuple[Goal, ...] = (
          "the same on the CPU's simulated device (noisier: threads stand in for the GPU)"),
     Goal("step", "h2d_transfers_per_step", "<=", 1.0, "any", "one host-to-device crossing per decode step"),
     Goal("step", "errors", "==", 0.0, "any", "every input and read-back value belongs to its step"),
+    Goal("load", "efficiency_vs_bound", ">=", 0.9, "any",
+         "cc_runtime's loader under emulated CC: the profile's bound (bytes / pinned H2D bandwidth + crossings x "
+         "fixed cost) over the measured load time, worst of the dense and MoE shapes"),
+    Goal("load", "h2d_crossings_over_bound", "<=", 1.0, "any",
+         "h2d_crossings <= ceil(bytes / chunk) + files, counted by the emulator, both shapes"),
+    Goal("load", "mismatched_tensors", "==", 0.0, "any", "bytes_identical: every parameter equals the file's bytes"),
     Goal("startup", "bootstrap_added_ms", "<=", 15.0, "any",
          "what the .pth bootstrap adds to `python -c pass` in a child off CC (SGLang and inductor start many)"),
     Goal("startup", "import_ms_cc_off", "<=", 40.0, "any", "`import cc_runtime` with CC off, in-process"),

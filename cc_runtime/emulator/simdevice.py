@@ -203,11 +203,14 @@ class SimDevice:
     def is_current_stream_capturing(self) -> bool:
         return getattr(self._local, "capturing", None) is not None
 
-    def copy_(self, dst: Any, src: Any, stream: SimStream | None = None, non_blocking: bool = False) -> Any:
+    def copy_(self, dst: Any, src: Any, stream: SimStream | None = None, non_blocking: bool = False,
+              *, inline_if_idle: bool = False) -> Any:
         """``dst.copy_(src)`` between host tensors and device-resident ones, with CC semantics.
 
         The host side is pinned unless marked with :meth:`mark_pageable`. A copy's cost is the
-        profile's ``copy_cost_s`` in total (the host memcpy counts toward it)."""
+        profile's ``copy_cost_s`` in total (the host memcpy counts toward it). ``inline_if_idle``: a
+        D2D copy on a stream with nothing queued runs on the calling thread, in stream order, as
+        ``launch(inline_if_idle=True)`` does (for callers that issue thousands of small D2D copies)."""
         entered = time.perf_counter()
         stream = stream or self.current_stream()
         direction = self.direction(dst, src)
@@ -224,7 +227,8 @@ class SimDevice:
         if direction == "d2d":
             if self.cc:
                 charge_s(self.profile.d2d_extra_s)  # CC's extra is paid by the issuing thread, as a launch's
-            stream._submit(lambda: dst.copy_(src), OFF.copy_cost_s(nbytes, "d2d"), "d2d copy")
+            if not (inline_if_idle and stream._run_if_idle(lambda: dst.copy_(src), "d2d copy") is not None):
+                stream._submit(lambda: dst.copy_(src), OFF.copy_cost_s(nbytes, "d2d"), "d2d copy")
             if not non_blocking:
                 stream.synchronize()
             return dst

@@ -26,6 +26,7 @@ PATCH_MODULES = (
     "sglang_allreduce_fusion",  # opt-in: FlashInfer allreduce+RMSNorm fusion on the multicast-free workspace
     "sglang_readback_snapshot", # graph-aliasing readback fields snapshotted on the device, then read async
     "sglang_staging",        # per-step host->device inputs staged in one crossing on a side stream
+    "sglang_loading",        # weights cross in large chunks (cc_runtime.loading), not one copy per tensor
 )
 
 

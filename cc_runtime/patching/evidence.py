@@ -84,6 +84,8 @@ EVIDENCE: dict[str, Evidence] = {
                                        "tests/staging/test_staging_sglang_step_upstream.py",)),
     "sglang.h2d_staging_primitives": Evidence(cpu=(f"{_SG23}: tests/staging/test_staging_sglang_upstream.py, "
                                                    "tests/staging/test_staging_sglang_step_upstream.py",)),
+    "sglang.loading": Evidence(cpu=(f"{_SG12}: tests/upstream/test_sglang_loading_upstream.py",
+                                    f"{_SG23}: tests/upstream/test_sglang_loading_upstream.py")),
 }
 
 

@@ -19,5 +19,6 @@ def test_run_spends_this_threads_cpu_not_a_sleep():
     wall0, cpu0 = time.perf_counter(), time.thread_time()
     hw.run(1)
     wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
-    # A sleep (or a GIL-releasing wait) would leave the thread's CPU time near zero.
-    assert cpu > 0.005 and cpu > 0.5 * wall, (cpu, wall)
+    # A sleep (or a GIL-releasing wait) would leave the thread's CPU time near zero. Compared with the
+    # work asked for, not with the wall time: on a loaded machine the burning thread is preempted too.
+    assert cpu > 0.5 * 0.020, (cpu, wall)

@@ -160,6 +160,8 @@ def _documented(name, value):
         return isinstance(value, float) and 0 < value <= 3600
     if name == "CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS":
         return isinstance(value, int) and 8 <= value <= 32768 and value % 8 == 0
+    if name == "CC_RUNTIME_LOAD_CHUNK_MB":
+        return isinstance(value, int) and 1 <= value <= 1024
     if name == "CC_RUNTIME_PATCHES":
         known = settings.known_patch_names()
         return value is None or all(any(k == n or (n.endswith("*") and k.startswith(n[:-1])) for k in known)
