@@ -131,7 +131,8 @@ def run_gpu_tests(out: Path, paths: list[str], budget_s: float, per_test_s: floa
         problems.append("no test was collected")
     ok = not broken and not not_run and not failed and not problems
     return {"step": "gpu-tests", "status": "ok" if ok else "failed", "seconds": round(time.perf_counter() - t0, 1),
-            "cap_s": round(budget_s, 1), "log": log_path.name, "results": jsonl.name, "counts": counts,
+            "cap_s": round(budget_s, 1), "cpu_seconds": round(sum(r.get("cpu_seconds", 0.0) for r in runs), 1),
+            "log": log_path.name, "results": jsonl.name, "counts": counts,
             "timed_out": [n for n in broken if n not in crashed], "crashed": crashed,
             "hung_or_crashed_after_call": after_call, "failed": failed, "not_run": not_run,
             "problems": problems, "files": _per_file(final), "runs": runs}
