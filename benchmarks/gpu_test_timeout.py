@@ -2,8 +2,11 @@
 device image has none), and every result appended to a JSON-lines file as soon as it is known.
 
 A test past its limit makes faulthandler dump every thread's stack to stderr and end the process; the
-file then holds a ``start`` record without a ``result`` for it, and gpu_check.py resumes the run
-without that test. Settings come from the environment (set by gpu_check.py):
+file then holds a ``start`` record without a ``finish`` for it, and gpu_check.py resumes the run
+without that test. Records, in order: ``collected`` (every test id this run will run), per test
+``start``, ``result`` (each phase that did not pass, and the call) and ``finish`` (after its teardown:
+a test whose call passed but that never finishes hung or crashed in teardown), and ``session_end``
+with pytest's exit status (missing when the process died at the end of the session). Settings come from the environment (set by gpu_check.py):
 ``CC_GPU_CHECK_RESULTS`` (the JSON-lines path) and ``CC_GPU_CHECK_TEST_TIMEOUT_S`` (the longest any
 one test may run; a smaller ``@pytest.mark.timeout(N)`` on the test wins).
 """
@@ -45,6 +48,10 @@ def _limit(item: pytest.Item) -> float:
     return _LIMIT_S
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _record({"event": "collected", "nodeids": [item.nodeid for item in session.items]})
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     limit = _limit(item)
@@ -54,6 +61,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+    # Only reached once setup, call and teardown have all returned.
+    _record({"event": "finish", "nodeid": item.nodeid, "time": time.time()})
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _record({"event": "session_end", "exitstatus": int(exitstatus)})
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

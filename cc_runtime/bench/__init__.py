@@ -13,6 +13,7 @@ import time
 import traceback
 from typing import Any
 
+from . import partial
 from .common import (
     BenchContext,
     BenchResult,
@@ -97,8 +98,10 @@ def run_one(name: str, ctx: BenchContext) -> BenchResult:
     mod = _load(name)
     if mod is None:
         raise RuntimeError(f"benchmark {name!r} is not available in this build")
-    result: BenchResult = mod.run(ctx)
-    result.environment = {**environment(ctx), **result.environment}
+    env = environment(ctx)
+    with partial.writing(ctx.json_path, name, env):  # a run killed at its cap still leaves its JSON
+        result: BenchResult = mod.run(ctx)
+    result.environment = {**env, **result.environment}
     return result
 
 
@@ -216,10 +219,10 @@ def run_all(args: argparse.Namespace) -> int:
         print(f"[{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
-            sub_ctx = BenchContext(**{**vars(ctx), "json_path": None,
+            json_path = os.path.join(out_dir, f"{name}.json") if out_dir else None
+            sub_ctx = BenchContext(**{**vars(ctx), "json_path": json_path,
                                       "plot_path": os.path.join(plot_dir, f"{name}.png") if plot_dir else None})
             result, plots = run_and_plot(name, sub_ctx)
-            json_path = os.path.join(out_dir, f"{name}.json") if out_dir else None
             goals = report(result, json_path, plots)
             print()
             written += ([json_path] if json_path else []) + plots

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from . import partial
+
 T = TypeVar("T")
 
 
@@ -54,6 +56,7 @@ class BenchResult:
     def as_json(self) -> dict[str, Any]:
         return {
             "benchmark": self.benchmark,
+            "complete": True,  # a run killed before this point leaves complete: false (bench.partial)
             "environment": self.environment,
             "summary": self.summary,
             "model": self.model,
@@ -252,9 +255,10 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[str] | None = None
 
 def write_json(path: str, result: BenchResult) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    with open(f"{path}.tmp", "w") as f:
         json.dump(result.as_json(), f, indent=2, default=str)
         f.write("\n")
+    os.replace(f"{path}.tmp", path)  # replaces the incomplete file (bench.partial) in one step
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None, every_s: float = 3.0) -> Iterator[T]:
@@ -266,7 +270,9 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, every_s: f
         try:
             from tqdm import tqdm
 
-            yield from tqdm(items, desc=desc, total=total, leave=False)
+            for i, item in enumerate(tqdm(items, desc=desc, total=total, leave=False)):
+                yield item
+                partial.progressed(desc, i + 1, total)
             return
         except ImportError:
             pass
@@ -283,6 +289,7 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, every_s: f
                   flush=True)
             last = now
         yield item
+        partial.progressed(desc, i + 1, total)  # the loop body for this item has returned
 
 
 def plot_summary(result: BenchResult, path: str) -> str | None:

@@ -76,6 +76,9 @@ GOALS: tuple[Goal, ...] = (
     Goal("startup", "bootstrap_added_ms", "<=", 15.0, "any",
          "what the .pth bootstrap adds to `python -c pass` in a child off CC (SGLang and inductor start many)"),
     Goal("startup", "import_ms_cc_off", "<=", 40.0, "any", "`import cc_runtime` with CC off, in-process"),
+    Goal("readback", "sglang_worker_blocking_cpu_us_per_step", "<=", 30.0, "cuda",
+         "SGLang 0.5.23's path: its own AsyncD2HCopyWorker with sglang.d2h_worker_blocking_waits, worker-thread "
+         "CPU per step, batch 1 to 256 (peer arm; the sglang_worker arm beside it shows upstream's spin)"),
 )
 
 

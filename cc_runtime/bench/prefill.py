@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import partial
 from .common import BenchContext, BenchResult, modelled, one_intra_op_thread, progress, ratio_spread, spread
 
 DESCRIPTION = "piecewise CUDA graphs vs eager for prefill/mixed batches, CC off vs emulated CC"
@@ -200,6 +201,7 @@ def _run(ctx: BenchContext) -> BenchResult:
         row.update(model_eager_cc_us=eager_model * 1e6, model_piecewise_cc_us=graph_model * 1e6,
                    model_speedup_cc=eager_model / graph_model)
         rows.append(row)
+        partial.measured(row)  # on disk at once: a run killed at its cap keeps the sizes it finished
     return _result(ctx, cc, cfg, runner, rows, measured, modes, max_diff, capture_s, tokens)
 
 

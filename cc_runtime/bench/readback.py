@@ -56,7 +56,9 @@ from typing import Any
 
 from .common import BenchContext, BenchResult, modelled, progress, ratio_spread, spread, thread_cpu_clock
 from .hostwork import HostWork
+from .partial import measured
 from .readback_env import FLOOR_ARM, TOPK, Env, arm_env, real_cc
+from .readback_peer import PeerArms, env_for
 
 DESCRIPTION = "decode-loop steps/s under CC: inline readback (upstream) vs cc_runtime's worker + coalescing"
 
@@ -216,8 +218,9 @@ def _measure(ctx: BenchContext, cfg: Config, arms: tuple[str, ...]) -> dict[tupl
     # Repetition outermost: a burst of background load then hits every arm of a rep alike.
     work = [(rep, bs, arm) for rep in range(cfg.reps) for bs in cfg.batch_sizes for arm in arms]
     for _rep, bs, arm in progress(work, desc="readback", total=len(work)):
-        with arm_env(ctx, arm, cfg.step_time_s(bs), cfg.mm_reps) as env:
+        with env_for(ctx, arm, cfg.step_time_s(bs), cfg.mm_reps) as env:  # peer arms: readback_peer
             runs.setdefault((bs, arm), []).append(run_loop(env, arm, bs, cfg, cfg.steps))
+        measured({"rep": _rep, "batch": bs, "arm": arm, **vars(runs[(bs, arm)][-1])})
     return runs
 
 
@@ -239,7 +242,8 @@ def run(ctx: BenchContext) -> BenchResult:
     real = real_cc(ctx)
     label = "real CC" if real else "emulated" if ctx.device == "cuda" else "simulated"
     arms = ARMS[1:] if real else ARMS  # no CC-off arm on a machine whose GPU is in CC mode
-    runs = _measure(ctx, cfg, (*arms, FLOOR_ARM))
+    peer = PeerArms(ctx)  # SGLang's own worker beside ours, when SGLang 0.5.23+ is importable
+    runs = _measure(ctx, cfg, (*arms, FLOOR_ARM, *peer.arms))
 
     rows: list[dict[str, Any]] = []
     ratio: dict[int, dict[str, Any]] = {}
@@ -319,6 +323,7 @@ def run(ctx: BenchContext) -> BenchResult:
         "repetitions): one wait for the step's readiness event and one hand-off to the scheduler per step, "
         "the CPU any readback thread pays on this machine before it does any work",
     ]
+    peer.report(runs, cfg.batch_sizes, rows, summary, notes)
     if cfg.soak_steps:
         summary.update(_soak(ctx, cfg))
         notes.append(f"soak: {cfg.soak_steps} steps of the cc_runtime arm, every token id checked")

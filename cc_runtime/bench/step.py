@@ -31,6 +31,7 @@ from typing import Any
 
 from .common import BenchContext, BenchResult, modelled, one_intra_op_thread, progress, ratio_spread, spread
 from .device_step import CudaForward, sim_outputs
+from .partial import measured
 from .readback import consume_results
 
 DESCRIPTION = "scheduler step under CC: inline inputs + readback (upstream) vs readback worker vs + H2D staging"
@@ -298,6 +299,7 @@ def _run(ctx: BenchContext) -> BenchResult:
         with _arm(ctx, arm, mm_reps) as (dev, worker, stager):
             runs.setdefault((loop, size, arm), []).append(
                 _run_loop(dev, worker, stager, loop, size, cfg, hostwork, pinned_inputs=arm == "cc_off"))
+        measured({"loop": loop, "size": size, "rep": _rep, "arm": arm, **runs[(loop, size, arm)][-1]})
 
     def med(loop: str, size: int, arm: str, key: str) -> float:
         return float(spread(r[key] for r in runs[(loop, size, arm)])["median"])

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import partial
 from .common import BenchContext, BenchResult, modelled, progress, spread
 
 DESCRIPTION = "%globaltimer vs CUDA events (GEMM 20 us..20 ms, eager+graph) and autotune ranking under corruption"
@@ -154,6 +155,8 @@ def _gpu_agreement(ctx: BenchContext, gt: Any, ev: Any, trials: int) -> list[dic
         torch.cuda.synchronize()
         e_ms, g_ms = interleaved((ev, gt), graph.replay, trials, calls, torch.cuda.synchronize)
         rows.append(agreement_row(f"gemm bf16 {n}^3", "graph", e_ms, g_ms, calls))
+        partial.measured(rows[-2])  # on disk at once: a run killed at its cap keeps the sizes it finished
+        partial.measured(rows[-1])
         del graph, a, b, c
     torch.cuda.empty_cache()
     return rows

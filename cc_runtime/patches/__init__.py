@@ -21,6 +21,7 @@ PATCH_MODULES = (
     "inductor_timer",        # torch inductor max-autotune benchmarker -> globaltimer
     "flashinfer_timer",      # FlashInfer AutoTuner timer and CC detection gap
     "sglang_readback",       # async, coalesced D2H readback in SGLang's overlap scheduler
+    "sglang_d2h_worker_waits",  # SGLang 0.5.23's own D2H worker: blocking-sync waits, no spinning core
     "sglang_prefill_graphs", # prefill / mixed CUDA graphs in SGLang under CC
     "sglang_hicache",        # HiCache host KV pools without cudaHostRegister; IO backend kernel -> direct
     "sglang_allreduce_fusion",  # opt-in: FlashInfer allreduce+RMSNorm fusion on the multicast-free workspace

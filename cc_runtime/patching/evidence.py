@@ -5,10 +5,11 @@ Three levels, each a list of plain statements the project can back with a file i
 
 * ``cpu``: the real upstream code, imported and patched on a CPU-only machine (the nox ``tests`` and
   ``upstream-*`` sessions): which versions, through which tests;
-* ``gpu``: a GPU run: the device and the result file under ``benchmarks/results/``;
+* ``gpu``: a GPU run: the device and the result file under ``benchmarks/results/<device>/``, computed
+  from the committed results by :mod:`cc_runtime.patching.gpu_evidence` (never typed here);
 * ``cc_hardware``: a GPU with Confidential Computing on: the device and the result file.
 
-Update an entry when a new session or a device run verifies a patch; an empty level reads "none yet".
+Update a ``cpu`` entry when a new session verifies a patch; an empty level reads "none yet".
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ EVIDENCE: dict[str, Evidence] = {
     "flashinfer.cc_detect": Evidence(cpu=(f"{_FI072}: tests/timer/test_timer_patches_flashinfer.py",)),
     "sglang.readback_worker": Evidence(cpu=(f"{_SG12}: tests/readback/test_readback_sglang_upstream.py",)),
     "sglang.readback_coalesce": Evidence(cpu=(f"{_SG23}: tests/readback/test_readback_sglang_upstream.py",)),
+    "sglang.d2h_worker_blocking_waits": Evidence(cpu=(f"{_SG23}: tests/readback/test_d2h_worker_waits_upstream.py",)),
     "sglang.prefill_graphs_0_5_12": Evidence(cpu=(
         f"{_SG12}: tests/graphs/test_sglang_prefill_graphs_upstream.py",)),
     "sglang.prefill_graphs_0_5_23": Evidence(cpu=(
@@ -90,4 +92,9 @@ EVIDENCE: dict[str, Evidence] = {
 
 
 def evidence_for(name: str) -> Evidence:
-    return EVIDENCE.get(name, NONE)
+    from dataclasses import replace
+
+    from .gpu_evidence import gpu_evidence
+
+    ev = EVIDENCE.get(name, NONE)
+    return replace(ev, gpu=gpu_evidence(name))  # from benchmarks/results/<gpu device>/, never by hand
