@@ -1,6 +1,8 @@
 """``cc-runtime bench``: one subcommand per benchmark; no subcommand runs all of them quickly.
 
 A benchmark module defines ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(ctx) -> BenchResult``.
+Exit status: 0 when every benchmark ran (whatever the goals' verdicts), 1 when one failed, and with
+``--check`` also 1 when any goal is ``MISSED`` (an ``inconclusive (noise)`` verdict does not fail).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from .common import (
     write_json,
 )
 from .goals import judged
+from .load import over_run, snapshot
+from .verdicts import any_missed
 
 BENCHMARKS: dict[str, str] = {
     "emulator": "cc_runtime.bench.emulator",
@@ -59,6 +63,8 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--emulate", default="h100", metavar="PROFILE",
                    help="CC profile for the emulated arms: h100, b300 or a JSON file (default h100)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 if any goal is MISSED (without it, verdicts are reported and the exit is 0)")
 
 
 def add_bench_parser(sub: Any) -> None:
@@ -79,7 +85,7 @@ def add_bench_parser(sub: Any) -> None:
 
 
 def _context(args: argparse.Namespace, quick: bool) -> BenchContext:
-    known = {"quick", "long", "json_path", "plot_path", "device", "emulate", "seed", "cmd", "bench_name"}
+    known = {"quick", "long", "json_path", "plot_path", "device", "emulate", "seed", "cmd", "bench_name", "check"}
     return BenchContext(
         quick=quick,
         device=args.device or default_device(),
@@ -96,8 +102,10 @@ def run_one(name: str, ctx: BenchContext) -> BenchResult:
     mod = _load(name)
     if mod is None:
         raise RuntimeError(f"benchmark {name!r} is not available in this build")
+    before = snapshot()
     result: BenchResult = mod.run(ctx)
-    result.environment = {**environment(ctx), **result.environment}
+    # The machine's load over the run, beside the spreads it explains (steal: the hypervisor's share).
+    result.environment = {**environment(ctx), "load": over_run(before, snapshot()), **result.environment}
     return result
 
 
@@ -144,8 +152,8 @@ def main_bench(args: argparse.Namespace) -> int:
         if ctx.plot_path and _is_dir_arg(ctx.plot_path):
             ctx.plot_path = os.path.join(ctx.plot_path, f"{args.bench_name}.png")
         result, plots = run_and_plot(args.bench_name, ctx)
-        report(result, ctx.json_path, plots)
-        return 0
+        goals = report(result, ctx.json_path, plots)
+        return 1 if getattr(args, "check", False) and any_missed(goals) else 0
     return run_all(args)
 
 
@@ -186,6 +194,10 @@ def report(result: BenchResult, json_path: str | None, plots: list[str]) -> list
               + ", ".join(f"{k}={fmt_spread(v.get('value') if isinstance(v, dict) else v)}"
                           for k, v in result.model.items()))
     goals = judged(result.benchmark, result.environment.get("device_kind", "simulated"), result.summary)
+    load = result.environment.get("load") or {}
+    if load.get("before"):
+        print(f"machine load: loadavg {load['before'].get('loadavg')} before, {load['after'].get('loadavg')} "
+              f"after; CPU busy {load.get('busy_pct')}%, steal {load.get('steal_pct')}% over the run")
     for g in goals:
         print(f"goal: {g['goal']}: {g['value']} -> {g['result']}")
     for path in written:
@@ -206,6 +218,7 @@ def run_all(args: argparse.Namespace) -> int:
         plot_dir = ctx.plot_path if _is_dir_arg(ctx.plot_path) else os.path.dirname(ctx.plot_path) or "."
         os.makedirs(plot_dir, exist_ok=True)
     written: list[str] = []
+    missed = 0
     names = list(BENCHMARKS)
     for i, name in enumerate(names, 1):
         if _load(name) is None:
@@ -223,6 +236,7 @@ def run_all(args: argparse.Namespace) -> int:
             print()
             written += ([json_path] if json_path else []) + plots
             seconds = time.perf_counter() - t0
+            missed += any_missed(goals)
             if goals:
                 for g in goals:
                     rows.append({"benchmark": name, "status": "ok", "seconds": seconds, "headline": g["value"],
@@ -243,4 +257,7 @@ def run_all(args: argparse.Namespace) -> int:
                        f"cc-runtime bench (quick, {kind}, CC arms {cc}; values: median [min-max])"))
     for path in written:
         print(f"wrote {path}")
+    if missed and getattr(args, "check", False):
+        print(f"cc-runtime bench --check: {missed} benchmark(s) with a MISSED goal", file=sys.stderr)
+        return 1
     return 1 if failed else 0
