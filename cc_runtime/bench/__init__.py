@@ -63,7 +63,9 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--emulate", default="h100", metavar="PROFILE",
                    help="CC profile for the emulated arms: h100, b300 or a JSON file (default h100)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--check", action="store_true",
+    # SUPPRESS: absent unless given, so `bench --check readback` keeps it (a subparser's default would
+    # overwrite the parent's value).
+    p.add_argument("--check", action="store_true", default=argparse.SUPPRESS,
                    help="exit 1 if any goal is MISSED (without it, verdicts are reported and the exit is 0)")
 
 

@@ -170,3 +170,12 @@ def test_lists_and_mappings_print_rounded():
     assert fmt_spread([0.003005, 0.0030800000000000003]) == "[0.003, 0.00308]"
     assert fmt_spread({"base": 500.0, "per_request": 2.0}) == "{base: 500.0, per_request: 2}"
     assert fmt_spread({"value": 0.2125, "n": 80}) == "0.212"
+
+
+@pytest.mark.parametrize(("argv", "check"), [
+    (["bench"], False), (["bench", "--check"], True), (["bench", "--check", "readback"], True),
+    (["bench", "readback", "--check"], True), (["bench", "readback"], False)])
+def test_check_is_read_before_or_after_the_benchmark_name(argv, check):
+    p = argparse.ArgumentParser()
+    bench.add_bench_parser(p.add_subparsers(dest="cmd"))
+    assert getattr(p.parse_args(argv), "check", False) is check
