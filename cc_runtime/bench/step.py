@@ -236,7 +236,7 @@ def _run(ctx: BenchContext) -> BenchResult:
     def worst_staging(loop: str, sizes: list[int]) -> dict[str, Any]:
         per_size = {sz: spread(staging(loop, sz)) for sz in sizes}
         sz = max(per_size, key=lambda k: per_size[k]["median"])
-        return {**per_size[sz], "size": sz}
+        return {**per_size[sz], ("batch" if loop == "decode" else "tokens"): sz}
 
     errors = sum(r["input_errors"] + r["readback_errors"] for rs in runs.values() for r in rs)
     above_one = ("the CC-off baseline is upstream's step, which copies each input and reads back each "

@@ -29,7 +29,7 @@ def test_step_bench_counts_crossings_and_reports_spreads():
     assert s["d2h_transfers_per_step_upstream"]["max"] == 4.0
     for key in ("h2d_transfers_per_step", "d2h_transfers_per_step", "h2d_transfers_per_step_upstream"):
         assert "SimDevice.stats" in s[key]["counter"], key  # the device's own counter, named
-    assert s["staging_cpu_us_per_step_prefill"]["size"] == 1024 and s["staging_cpu_us_per_step"]["size"] == 4
+    assert s["staging_cpu_us_per_step_prefill"]["tokens"] == 1024 and s["staging_cpu_us_per_step"]["batch"] == 4
     assert {r["loop"] for r in result.rows} == {"decode", "prefill"}
     for row in result.rows:  # every arm's crossings, by the device's counters
         for arm in step.ARMS:
