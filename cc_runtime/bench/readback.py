@@ -53,7 +53,7 @@ from .common import BenchContext, BenchResult, modelled, progress, ratio_spread,
 from .hostwork import HostWork
 from .interleave import per_rep, schedule
 from .readback_arms import ARMS as ARM_SPECS
-from .readback_arms import CC_INLINE, CC_OFF, CC_OFF_RUNTIME, CC_RUNTIME, DEFAULT, FLOOR_ARM
+from .readback_arms import CC_INLINE, CC_OFF, CC_OFF_RUNTIME, CC_RUNTIME, DEFAULT, FLOOR_ARM, load_peers
 from .readback_env import TOPK, Env, arm_env, real_cc
 
 DESCRIPTION = "decode-loop steps/s under CC: inline readback (upstream) vs cc_runtime's worker + coalescing"
@@ -196,7 +196,8 @@ def run_loop(env: Env, arm: str, bs: int, cfg: Config, steps: int) -> ArmRun:
 def arms_for(ctx: BenchContext) -> tuple[list[str], list[str]]:
     """The arms this run measures, and the notes on any left out (with why)."""
     real = real_cc(ctx)
-    arms, notes = [], []
+    arms: list[str] = []
+    notes = load_peers()
     for name in DEFAULT:
         spec = ARM_SPECS[name]
         why = "the GPU is in real CC mode: no CC-off arm" if real and not spec.cc else (

@@ -4,14 +4,16 @@ An arm says whether CC is on (emulated on a GPU, simulated on CPU), whether it r
 :class:`~cc_runtime.readback.ReadbackWorker` (``env.worker``), and how it starts one step's readback.
 ``submit(env, outs)`` returns what :func:`cc_runtime.bench.readback.consume_results` takes: a
 ``(host_tensors, event)`` pair, or an object with ``.result`` (``None``: nothing read back). A peer
-(another engine's readback worker) is added from its own module with :func:`register`; ``setup`` opens
-what it needs on ``env`` for the arm's run, and ``skip`` says why it cannot run here (the arm is then
-left out of the run, with that reason in the notes).
+(another engine's readback worker) is added from its own module, named in :data:`PEER_MODULES`, which
+calls :func:`register` when imported; ``setup`` opens what it needs on ``env`` for the arm's run, and
+``skip`` says why it cannot run here (the arm is then left out of the run, with that reason in the
+notes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +54,8 @@ def _floor(env: Any, outs: list[Any]) -> Any:
 
 
 ARMS: dict[str, Arm] = {}
+#: Modules that register a peer's arm when imported (loaded by :func:`load_peers`, once).
+PEER_MODULES: tuple[str, ...] = ()
 
 
 def register(arm: Arm, *, default: bool = True) -> Arm:
@@ -73,3 +77,14 @@ register(Arm(CC_RUNTIME, cc=True, worker=True, submit=_coalesced,
              description="CC, cc_runtime's readback worker + one coalesced copy"))
 register(Arm(FLOOR_ARM, cc=True, worker=True, submit=_floor,
              description="CC, the readback worker with nothing to copy (the floor of its CPU)"))
+
+
+def load_peers() -> list[str]:
+    """Import every :data:`PEER_MODULES` entry (each registers its arm); returns why any could not load."""
+    problems = []
+    for name in PEER_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a broken peer must not take the benchmark down
+            problems.append(f"peer arm module {name} not loaded: {type(exc).__name__}: {exc}")
+    return problems

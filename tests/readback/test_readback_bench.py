@@ -271,3 +271,25 @@ def test_real_cc_machine_has_no_cc_off_arm(monkeypatch):
     assert s["speedup_vs_inline"]["n"] == 2
     assert result.rows[0]["cc_off_steps_s"] is None
     assert result.title.endswith("cc_runtime") and "real CC" in result.title
+
+
+@pytest.mark.timeout(120)
+def test_a_registered_peer_arm_runs_beside_the_others_or_is_skipped_with_its_reason(monkeypatch):
+    """The hook a peer's readback (another engine's worker) uses: one register() call, run in the same
+    repetitions; an arm that cannot run here is left out with its reason."""
+    from cc_runtime.bench import readback, readback_arms
+
+    peer = readback_arms.Arm("peer_inline", cc=True, worker=False, submit=lambda env, outs: env.inline_readback(outs),
+                             description="a peer stand-in")
+    absent = readback_arms.Arm("peer_absent", cc=True, worker=False, submit=lambda env, outs: None,
+                               description="not importable here", skip=lambda ctx: "peer not installed")
+    monkeypatch.setattr(readback_arms, "DEFAULT", list(readback_arms.DEFAULT))
+    monkeypatch.setattr(readback, "DEFAULT", readback_arms.DEFAULT)
+    monkeypatch.setitem(readback_arms.ARMS, "peer_inline", peer)
+    monkeypatch.setitem(readback_arms.ARMS, "peer_absent", absent)
+    readback_arms.register(peer)
+    readback_arms.register(absent)
+    result = readback.run(_ctx("cpu", batch_sizes="4", steps=5, step_ms=0.5, reps=2, host_us=50))
+    assert result.rows[0]["peer_inline_steps_s"] > 0
+    assert "peer_absent_steps_s" not in result.rows[0]
+    assert "arm peer_absent not run: peer not installed" in result.notes
