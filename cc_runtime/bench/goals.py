@@ -40,7 +40,8 @@ class Goal:
 #: Where the best peers already are on a GPU (the cuda ratio goals): Tinfoil reports its CC-aware engine's
 #: inter-token latency about 1% slower than CC off on Blackwell (about 30% with a naive engine), and
 #: arXiv 2608.26575 (8x B200) reports serving losses under 1% on one GPU when well configured.
-_PEERS = ("the best peers' figure: Tinfoil reports a CC-aware engine ~1% slower than CC off on Blackwell; "
+_PEERS = ("the best peers' figure: Tinfoil reports a CC-aware engine ~1% slower than CC off on Blackwell "
+          "(inter-token latency); "
           "arXiv 2608.26575 reports < 1% loss on one GPU (B200) when well configured")
 
 GOALS: tuple[Goal, ...] = (
