@@ -27,7 +27,7 @@ from .common import (
     write_json,
 )
 from .goals import judged
-from .load import over_run, snapshot
+from .load import busy_note, over_run, snapshot
 from .verdicts import any_missed
 
 BENCHMARKS: dict[str, str] = {
@@ -107,7 +107,11 @@ def run_one(name: str, ctx: BenchContext) -> BenchResult:
     before = snapshot()
     result: BenchResult = mod.run(ctx)
     # The machine's load over the run, beside the spreads it explains (steal: the hypervisor's share).
-    result.environment = {**environment(ctx), "load": over_run(before, snapshot()), **result.environment}
+    load = over_run(before, snapshot())
+    result.environment = {**environment(ctx), "load": load, **result.environment}
+    note = busy_note(load)
+    if note:
+        result.notes.append(note)
     return result
 
 

@@ -57,7 +57,23 @@ def over_run(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
         if total > 0:
             load["steal_pct"] = round(100.0 * delta["steal"] / total, 2)
             load["busy_pct"] = round(100.0 * (total - delta["idle"] - delta["iowait"]) / total, 2)
+        else:
+            load["steal_pct"] = load["busy_pct"] = None
+            load["why_missing"] = "the run was shorter than one /proc/stat tick"
     else:
         load["steal_pct"] = load["busy_pct"] = None
         load["why_missing"] = "no /proc/stat on this platform"
     return load
+
+
+def busy_note(load: dict[str, Any]) -> str | None:
+    """A note for a result taken while more tasks wanted the CPU than it has cores, or None."""
+    before, after = load.get("before") or {}, load.get("after") or {}
+    cores = before.get("cpu_count") or 0
+    avgs = [s["loadavg"][0] for s in (before, after) if s.get("loadavg")]
+    if not cores or not avgs or max(avgs) <= cores:
+        return None
+    return (f"machine loaded: 1-minute load average {min(avgs):g}-{max(avgs):g} on {cores} cores "
+            f"(busy {load.get('busy_pct')}%, steal {load.get('steal_pct')}% over the run): other processes "
+            "shared these cores, so times, ratios and per-thread CPU figures are inflated and their spreads "
+            "widened by contention")

@@ -179,3 +179,14 @@ def test_check_is_read_before_or_after_the_benchmark_name(argv, check):
     p = argparse.ArgumentParser()
     bench.add_bench_parser(p.add_subparsers(dest="cmd"))
     assert getattr(p.parse_args(argv), "check", False) is check
+
+
+def test_a_result_taken_on_a_loaded_machine_says_so():
+    from cc_runtime.bench.load import busy_note
+
+    def snap(avg):
+        return {"cpu_count": 2, "loadavg": [avg, 1.0, 1.0]}
+
+    assert busy_note({"before": snap(0.5), "after": snap(1.9)}) is None
+    note = busy_note({"before": snap(11.2), "after": snap(13.5), "busy_pct": 100.0, "steal_pct": 0.6})
+    assert note and "11.2-13.5 on 2 cores" in note and "contention" in note
