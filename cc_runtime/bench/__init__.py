@@ -1,6 +1,8 @@
 """``cc-runtime bench``: one subcommand per benchmark; no subcommand runs all of them quickly.
 
 A benchmark module defines ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(ctx) -> BenchResult``.
+Exit status: 0 when every benchmark ran (whatever the goals' verdicts), 1 when one failed, and with
+``--check`` also 1 when any goal is ``MISSED`` (an ``inconclusive (noise)`` verdict does not fail).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from .common import (
     write_json,
 )
 from .goals import judged
+from .machine_load import busy_note, over_run, snapshot
+from .verdicts import any_missed
 
 BENCHMARKS: dict[str, str] = {
     "emulator": "cc_runtime.bench.emulator",
@@ -61,6 +65,10 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--emulate", default="h100", metavar="PROFILE",
                    help="CC profile for the emulated arms: h100, b300 or a JSON file (default h100)")
     p.add_argument("--seed", type=int, default=0)
+    # SUPPRESS: absent unless given, so `bench --check readback` keeps it (a subparser's default would
+    # overwrite the parent's value).
+    p.add_argument("--check", action="store_true", default=argparse.SUPPRESS,
+                   help="exit 1 if any goal is MISSED (without it, verdicts are reported and the exit is 0)")
 
 
 def add_bench_parser(sub: Any) -> None:
@@ -81,7 +89,7 @@ def add_bench_parser(sub: Any) -> None:
 
 
 def _context(args: argparse.Namespace, quick: bool) -> BenchContext:
-    known = {"quick", "long", "json_path", "plot_path", "device", "emulate", "seed", "cmd", "bench_name"}
+    known = {"quick", "long", "json_path", "plot_path", "device", "emulate", "seed", "cmd", "bench_name", "check"}
     return BenchContext(
         quick=quick,
         device=args.device or default_device(),
@@ -99,9 +107,15 @@ def run_one(name: str, ctx: BenchContext) -> BenchResult:
     if mod is None:
         raise RuntimeError(f"benchmark {name!r} is not available in this build")
     env = environment(ctx)
+    before = snapshot()
     with partial.writing(ctx.json_path, name, env):  # a run killed at its cap still leaves its JSON
         result: BenchResult = mod.run(ctx)
-    result.environment = {**env, **result.environment}
+    # The machine's load over the run, beside the spreads it explains (steal: the hypervisor's share).
+    load = over_run(before, snapshot())
+    result.environment = {**env, "load": load, **result.environment}
+    note = busy_note(load)
+    if note:
+        result.notes.append(note)
     return result
 
 
@@ -148,8 +162,8 @@ def main_bench(args: argparse.Namespace) -> int:
         if ctx.plot_path and _is_dir_arg(ctx.plot_path):
             ctx.plot_path = os.path.join(ctx.plot_path, f"{args.bench_name}.png")
         result, plots = run_and_plot(args.bench_name, ctx)
-        report(result, ctx.json_path, plots)
-        return 0
+        goals = report(result, ctx.json_path, plots)
+        return 1 if getattr(args, "check", False) and any_missed(goals) else 0
     return run_all(args)
 
 
@@ -190,6 +204,10 @@ def report(result: BenchResult, json_path: str | None, plots: list[str]) -> list
               + ", ".join(f"{k}={fmt_spread(v.get('value') if isinstance(v, dict) else v)}"
                           for k, v in result.model.items()))
     goals = judged(result.benchmark, result.environment.get("device_kind", "simulated"), result.summary)
+    load = result.environment.get("load") or {}
+    if load.get("before"):
+        print(f"machine load: loadavg {load['before'].get('loadavg')} before, {load['after'].get('loadavg')} "
+              f"after; CPU busy {load.get('busy_pct')}%, steal {load.get('steal_pct')}% over the run")
     for g in goals:
         print(f"goal: {g['goal']}: {g['value']} -> {g['result']}")
     for path in written:
@@ -210,6 +228,7 @@ def run_all(args: argparse.Namespace) -> int:
         plot_dir = ctx.plot_path if _is_dir_arg(ctx.plot_path) else os.path.dirname(ctx.plot_path) or "."
         os.makedirs(plot_dir, exist_ok=True)
     written: list[str] = []
+    missed = 0
     names = list(BENCHMARKS)
     for i, name in enumerate(names, 1):
         if _load(name) is None:
@@ -227,6 +246,7 @@ def run_all(args: argparse.Namespace) -> int:
             print()
             written += ([json_path] if json_path else []) + plots
             seconds = time.perf_counter() - t0
+            missed += any_missed(goals)
             if goals:
                 for g in goals:
                     rows.append({"benchmark": name, "status": "ok", "seconds": seconds, "headline": g["value"],
@@ -249,4 +269,7 @@ def run_all(args: argparse.Namespace) -> int:
     folders = [f"{what} in {d}" for what, d in (("JSON", out_dir), ("plots", plot_dir)) if d]
     if written and folders:
         print(f"{len(written)} files written: " + ", ".join(folders))
+    if missed and getattr(args, "check", False):
+        print(f"cc-runtime bench --check: {missed} benchmark(s) with a MISSED goal", file=sys.stderr)
+        return 1
     return 1 if failed else 0

@@ -73,15 +73,18 @@ def spread(values: Iterable[float]) -> dict[str, float]:
     return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "n": len(vals)}
 
 
-def ratio_spread(values: Iterable[float]) -> dict[str, Any]:
-    """:func:`spread` of a ratio to a CC-off baseline, read honestly: above 1.0 is noise, never a gain.
+def ratio_spread(values: Iterable[float], above_one: str | None = None) -> dict[str, Any]:
+    """:func:`spread` of a ratio to a CC-off baseline, read honestly: above 1.0 is never a gain.
 
-    CC (emulated or real) cannot make a step faster than CC off does; a ratio above 1.0 means the two
-    arms are within this run's noise, and the entry says so.
+    CC (emulated or real) cannot make the same work faster than CC off does. A spread that only reaches
+    above 1.0 is within this run's noise, and the entry says so. A spread above 1.0 in *every* repetition
+    is a bias, not noise: ``above_one`` says where it comes from (e.g. a baseline that does more work
+    than the arm compared with it); without one, the entry says it is unexplained.
     """
     s: dict[str, Any] = spread(values)
     if s["min"] > 1.0:
-        s["reading"] = "above 1.0 in every repetition: noise or a measurement artefact, not a gain"
+        s["reading"] = ("above 1.0 in every repetition, not a gain: "
+                        + (above_one or "a bias of the measurement that is not explained yet"))
     elif s["max"] > 1.0:
         s["reading"] = "within noise of 1.0 (above 1.0 is noise, not a gain)"
     return s
@@ -92,7 +95,11 @@ def fmt_spread(s: Any, digits: int = 3) -> str:
     else as :func:`_fmt` shows it."""
     if isinstance(s, dict) and "median" in s:
         text = f"{_fmt_num(s['median'], digits)} [{_fmt_num(s['min'], digits)}-{_fmt_num(s['max'], digits)}]"
-        return text + (" (above 1.0: noise, not a gain)" if "reading" in s else "")
+        if "reading" not in s:
+            return text
+        if s["min"] > 1.0:
+            return text + " (above 1.0 in every repetition: a biased baseline, not a gain)"
+        return text + " (above 1.0: noise, not a gain)"
     if isinstance(s, dict) and "value" in s:  # one measured figure (a fraction of n trials, ...)
         return _fmt(s["value"])
     return _fmt(s)

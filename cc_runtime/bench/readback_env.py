@@ -7,23 +7,26 @@ real matmuls, with CC from ``cc_runtime.emulator.cuda.emulate`` unless the GPU i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from .common import BenchContext
 from .device_step import TOPK, CudaForward, sim_outputs
+from .readback_arms import ARMS, FLOOR_ARM, Arm
 
-#: Not a way to read back: the cc_runtime arm's worker thread with nothing to copy (it waits for each
-#: step's readiness event and signals the step, as the real worker does, and nothing else), to measure
-#: what one device wait and one hand-off cost a thread on this machine: the floor under any worker.
-FLOOR_ARM = "worker_floor"
-WORKER_ARMS = ("cc_runtime", FLOOR_ARM)  # the arms that run a ReadbackWorker
+__all__ = ["FLOOR_ARM", "TOPK", "Env", "arm_env", "real_cc"]
+
+#: What counts the crossings, per device: the emulator's own copy counters, never the code under test.
+SIM_COUNTER = "simulated device SimDevice.stats['copies_d2h'] (the device's own copy counter)"
+CUDA_COUNTER = "GPU emulator Emulator.stats['d2h'] (cc_runtime.emulator.cuda: every torch copy it charges)"
 
 
 class Env:
     """One arm on one device: allocate outputs, run a step, start a readback, count crossings."""
 
     worker: Any = None
+    #: What :meth:`transfers` reads (named in the result JSON).
+    counter = ""
 
     def outputs(self, bs: int) -> list[Any]:
         raise NotImplementedError
@@ -37,22 +40,15 @@ class Env:
     def inline_readback(self, outs: list[Any]) -> tuple[list[Any], Any]:
         raise NotImplementedError
 
-    def transfers(self) -> int:
+    def transfers(self) -> int | None:
+        """Device-to-host copies so far, by the device's own (or the emulator's) counter; None where
+        nothing independent of the code under test counts them."""
         raise NotImplementedError
-
-    def charge_clock(self) -> Callable[[], float] | None:
-        """CPU seconds the worker thread has spent in the emulator's CC charges (the simulated device and
-        the GPU emulator charge every cost through ``clock.charge_until``, which counts the paying
-        thread's CPU inside the wait); None without a worker."""
-        if self.worker is None:
-            return None
-        from ..emulator.clock import charged_cpu_s
-
-        thread = self.worker._thread
-        return lambda: charged_cpu_s(thread)
 
 
 class _SimEnv(Env):
+    counter = SIM_COUNTER
+
     def __init__(self, sim: Any, step_s: float) -> None:
         self.sim = sim
         self.step_s = step_s
@@ -83,18 +79,18 @@ class _SimEnv(Env):
         done.record()
         return hosts, done
 
-    def transfers(self) -> int:
+    def transfers(self) -> int | None:
         return int(self.sim.stats["copies_d2h"])
 
 
-
 class _CudaEnv(Env):
+    counter = CUDA_COUNTER
+
     def __init__(self, step_s: float, mm_reps: dict[float, int]) -> None:
         self.dev = CudaForward(mm_reps)
         self.torch = self.dev.torch
         self.step_s = step_s
         self.dev.reps(step_s)  # measured before any timed step
-        self._inline = 0
 
     def outputs(self, bs: int) -> list[Any]:
         return self.dev.outputs(bs)
@@ -114,53 +110,50 @@ class _CudaEnv(Env):
 
     def inline_readback(self, outs: list[Any]) -> tuple[list[Any], Any]:
         hosts = [t.to("cpu", non_blocking=True) for t in outs]
-        self._inline += len(outs)
         # Upstream uses a default (spinning) event; every arm here waits on a blocking one, so the
         # scheduler's CPU time per step compares the readback paths, not two ways of waiting.
         done = self.torch.cuda.Event(blocking=True)
         done.record()
         return hosts, done
 
-    def transfers(self) -> int:
-        return self._inline + (self.worker.backend.transfers if self.worker is not None else 0)
+    def transfers(self) -> int | None:
+        from ..emulator import cuda as emu
+
+        em = emu.active()  # CC off and real CC run without the emulator: nothing independent counts
+        return None if em is None else int(em.stats["d2h"])
 
 
 @contextlib.contextmanager
-def arm_env(ctx: BenchContext, arm: str, step_s: float, mm_reps: dict[float, int]) -> Iterator[Env]:
-    """The device for one arm: CC off, or CC (emulated on a GPU, simulated on CPU); a worker for cc_runtime."""
+def arm_env(ctx: BenchContext, arm: str | Arm, step_s: float, mm_reps: dict[float, int]) -> Iterator[Env]:
+    """The device for one arm: CC off, or CC (emulated on a GPU, simulated on CPU); a worker if it runs one."""
     from ..readback import ReadbackWorker
 
-    if ctx.device == "cuda":
-        from ..emulator import cuda as emu
+    spec = ARMS[arm] if isinstance(arm, str) else arm
+    with contextlib.ExitStack() as stack:
+        if ctx.device == "cuda":
+            import torch
 
-        # Under real CC there is nothing to emulate (and no CC-off arm): the GPU is measured as it is.
-        cm: contextlib.AbstractContextManager[Any] = (
-            contextlib.nullcontext() if arm == "cc_off" or real_cc(ctx)
-            else emu.emulate(ctx.emulate, seed=ctx.seed))
-        with cm:
+            from ..emulator import cuda as emu
+
+            # Under real CC there is nothing to emulate (and no CC-off arm): the GPU is measured as it is.
+            if spec.cc and not real_cc(ctx):
+                stack.enter_context(emu.emulate(ctx.emulate, seed=ctx.seed))
+            stack.callback(torch.cuda.synchronize)
             env: Env = _CudaEnv(step_s, mm_reps)
-            if arm in WORKER_ARMS:  # started inside emulation so its thread pays CC launch costs too
-                env.worker = ReadbackWorker("cuda")
-            try:
-                yield env
-            finally:
-                if env.worker is not None:
-                    env.worker.shutdown()
-                import torch
+            backend: Any = "cuda"
+        else:
+            from ..emulator import SimDevice
 
-                torch.cuda.synchronize()
-        return
-    from ..emulator import SimDevice
-
-    with SimDevice(None if arm == "cc_off" else ctx.emulate, name=f"sim-{arm}", seed=ctx.seed) as sim:
-        env = _SimEnv(sim, step_s)
-        if arm in WORKER_ARMS:
-            env.worker = ReadbackWorker(sim)
-        try:
-            yield env
-        finally:
-            if env.worker is not None:
-                env.worker.shutdown()
+            sim = stack.enter_context(SimDevice(ctx.emulate if spec.cc else None, name=f"sim-{spec.name}",
+                                                seed=ctx.seed))
+            env = _SimEnv(sim, step_s)
+            backend = sim
+        if spec.worker:  # started inside emulation so its thread pays CC launch costs too
+            env.worker = ReadbackWorker(backend)
+            stack.callback(env.worker.shutdown)
+        if spec.setup is not None:
+            stack.enter_context(spec.setup(env))
+        yield env
 
 
 def real_cc(ctx: BenchContext) -> bool:

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .common import BenchContext, ratio_spread, spread
+from .readback_arms import Arm, register
 from .readback_env import Env, arm_env
 
 UPSTREAM = "sglang_worker"
@@ -197,5 +198,15 @@ def _worst(per_batch: dict[int, dict[str, Any]], highest: bool) -> dict[str, Any
     bs = pick(per_batch, key=lambda b: per_batch[b]["median"])
     return {**per_batch[bs], "batch": bs}
 
+
+def _upstream_readback(env: Any, outs: list[Any]) -> Any:
+    return env.inline_readback(outs)  # PeerEnv: upstream's per-tensor copies, submitted to SGLang's worker
+
+
+# In the readback arms' registry for their submit; not default arms: PeerArms adds them where they run.
+register(Arm(UPSTREAM, cc=True, worker=False, submit=_upstream_readback,
+             description="CC, SGLang 0.5.23's AsyncD2HCopyWorker as shipped, per-tensor copies"), default=False)
+register(Arm(UPSTREAM_BLOCKING, cc=True, worker=False, submit=_upstream_readback,
+             description="CC, the same worker with cc_runtime's blocking waits"), default=False)
 
 __all__ = ["PEER_ARMS", "PeerArms", "PeerEnv", "build_worker", "env_for", "upstream_worker"]

@@ -34,7 +34,7 @@ def test_measured_figures_come_from_the_committed_json_with_their_spread(tmp_pat
     table = docs.measured_figures(tmp_path)
     line = next(ln for ln in table.splitlines() if "`ratio_vs_cc_off`" in ln)
     assert "0.93 [0.9-1.02] (above 1.0: noise, not a gain)" in line and "| 5 |" in line
-    assert "ratio_vs_cc_off >= 0.95: MISSED" in line
+    assert "ratio_vs_cc_off >= 0.95: inconclusive (noise)" in line  # the spread straddles 0.95
     assert "simulated, CC emulated:h100" in line and "| batch 256 |" in line
     assert "readback_errors == 0: met" in table
     assert "step_ms" not in table, "model values are not measured figures"

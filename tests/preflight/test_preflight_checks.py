@@ -3,12 +3,11 @@ NVIDIA driver can exist on a CPU machine)."""
 
 from __future__ import annotations
 
+import preflight_fake_nvml as fake_nvml
 import pytest
 
 from cc_runtime import detect, preflight
 from cc_runtime.preflight import host
-
-import preflight_fake_nvml as fake_nvml
 
 FORCED = detect.CCState(True, "env", "forced on by CC_RUNTIME_CC=1", mode="forced")
 EMULATED = detect.CCState(True, "emulated", "CC_RUNTIME_EMULATE=h100", mode="emulated", profile="h100")
