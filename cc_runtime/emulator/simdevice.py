@@ -229,7 +229,7 @@ class SimDevice:
                 stream.synchronize()
             return dst
         p = self.profile
-        pinned = self.is_pinned(src if direction == "h2d" else dst)
+        pinned = self._host_pinned(src if direction == "h2d" else dst)
         cost = p.copy_cost_s(nbytes, direction, pinned)
         if not pinned:
             self.stats[f"pageable_{direction}"] += 1
@@ -325,6 +325,11 @@ class SimDevice:
         return tensor
 
     def is_pinned(self, tensor: Any) -> bool:
+        """Like ``Tensor.is_pinned()``: False for pinned memory too under a profile with
+        ``pinned_reads_unpinned`` (reported under CC; copies still cost what pinned memory costs)."""
+        return self._host_pinned(tensor) and not (self.cc and self.profile.pinned_reads_unpinned)
+
+    def _host_pinned(self, tensor: Any) -> bool:
         ref = self._pageable.get(id(tensor))
         return not (ref is not None and ref() is tensor)
 
