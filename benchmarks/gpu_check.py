@@ -34,9 +34,9 @@ BENCHMARKS = ("emulator", "step", "timer", "readback", "prefill")
 SMOKE_BUDGET_S = 170.0
 SMOKE_TESTS = ["tests/timer/test_timer_gpu.py"]
 SMOKE_READBACK = ["--batch-sizes", "1,64", "--steps", "30", "--reps", "2"]
-# The emulator benchmark's fidelity run: emulate h100 on this GPU and measure it back with calibrate's
-# own methods (goal: within 10% for every parameter and size).
-BENCH_ARGS = {"emulator": ["--against", "h100"]}
+# The emulator benchmark's imposition run: emulate h100 on this GPU and measure it back with calibrate's
+# own methods (emulated_imposition_max_rel_error; h100 was not measured on this GPU, so not fidelity).
+BENCH_ARGS = {"emulator": ["--emulate", "h100"]}
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
