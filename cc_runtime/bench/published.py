@@ -95,6 +95,8 @@ def _bandwidths(s: _Sim, direction: str, reps: int, small: int = MiB, big: int =
 
 
 def _per_launch(s: _Sim, n: int, reps: int) -> list[float]:
+    """Host seconds per launch over bursts of ``n`` then a sync; short bursts, as calibrate's, so the
+    timing thread does not use up its scheduler share and get preempted mid-burst on a loaded machine."""
     out = []
     for _ in range(reps + 1):
         t0 = time.perf_counter()
@@ -140,11 +142,11 @@ def _measure(fig: dict[str, Any], profile: Any, seed: int, quick: bool) -> tuple
         if name == "launch_extra":
             off = _Sim(None, seed)
             try:
-                base = statistics.median(_per_launch(off, 100, reps))
+                base = statistics.median(_per_launch(off, 20, reps * 4))
             finally:
                 off.close()
             extra["cc_off_launch_us"] = base * 1e6
-            return [(t - base) * 1e6 for t in _per_launch(s, 100, reps)], extra
+            return [(t - base) * 1e6 for t in _per_launch(s, 20, reps * 4)], extra
         if name == "host_register":
             sizes = (64 << 10, MiB, 64 * MiB)
             refused = [s.sim.host_register(s.torch.empty(n, dtype=s.torch.uint8)) == 801 for n in sizes]
