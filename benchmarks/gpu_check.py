@@ -76,9 +76,9 @@ SMOKE_TESTS = ["tests/timer/test_timer_gpu.py", "tests/readback/test_readback_wo
 SMOKE_TEST_ENV = {"CC_RUNTIME_STAGING_VERIFY": "1"}
 SMOKE_ARGS = {"readback": ["--batch-sizes", "1,64", "--steps", "30", "--reps", "2"],
               "step": ["--batch-sizes", "1,64", "--prefill-tokens", "1024", "--steps", "20", "--reps", "2"]}
-# The emulator benchmark's fidelity run: emulate h100 on this GPU and measure it back with calibrate's
-# own methods (goal: within 10% for every parameter and size).
-BENCH_ARGS = {"emulator": ["--against", "h100"],
+# The emulator benchmark's imposition run: emulate h100 on this GPU and measure it back with calibrate's
+# own methods (emulated_imposition_max_rel_error; h100 was not measured on this GPU, so not fidelity).
+BENCH_ARGS = {"emulator": ["--emulate", "h100"],
               # a 2 GB checkpoint at real tensor counts, every arm (upstream per-tensor vs cc_runtime's
               # loader, CC off and emulated), bytes compared
               "load": ["--size-gb", "2", "--all-arms", "--reps", "1"]}

@@ -177,7 +177,7 @@ def patch_list(var: str, raw: Any) -> frozenset[str] | None:
     return frozenset(names)
 
 
-_EMULATE_ALLOWED = "off | h100 | b300 | /path/profile.json"
+_EMULATE_ALLOWED = "off | h100 | h200 | b200 | b300 | /path/profile.json"
 
 
 def emulate_profile(var: str, raw: Any) -> str | None:

@@ -5,16 +5,23 @@ of copies 64 B - 64 MiB pinned and pageable, launches, graph replays, small D2D 
 order, serialisation, event timings, refusals), never the emulator's formula. What the comparison
 means depends on where the profile came from:
 
-- ``--against PROFILE.json`` (a profile measured independently, e.g. by ``cc-runtime calibrate`` on
-  CC hardware): the emulator (GPU) or the simulated device (CPU) plays PROFILE, calibrate measures it,
-  and every recovered parameter and every copy size is compared with PROFILE:
-  ``summary.max_rel_error_vs_profile`` is the emulator's fidelity (goal <= 0.10 on a GPU).
-- without it, the profile is ``--emulate`` (a built-in or any JSON): the same comparison says only how
-  exactly the emulator (``emulated_imposition_max_rel_error``) or the simulated device
-  (``simulated_imposition_max_rel_error``) imposes a profile it was given, not whether the profile is
-  right.
+- ``--against PROFILE.json`` measured by ``cc-runtime calibrate`` on real CC hardware (its provenance
+  says so): the emulator (GPU) or the simulated device (CPU) plays PROFILE, calibrate measures it, and
+  every recovered parameter and every copy size is compared with PROFILE:
+  ``summary.max_rel_error_vs_profile`` (goal <= 0.10 on a GPU).
+- any other profile (``--emulate``, a built-in, a hand-written JSON, or a profile calibrated on the
+  simulated device or under the emulator): the same round trip is *imposition*, how exactly the
+  emulator (``emulated_imposition_max_rel_error``) or the simulated device
+  (``simulated_imposition_max_rel_error``) imposes a profile it was given. It says nothing about
+  whether the profile is right.
+- ``--against-published``: each published CC measurement in ``cc_runtime/emulator/published.json``
+  is re-run as a micro-benchmark under the profile it belongs to (:mod:`.published`): the rows
+  compare the emulation with the hardware figure, per source.
 - under real CC the emulator refuses; the hardware itself is measured against the profile
   (``real_cc_max_rel_error_vs_profile``).
+
+Every run also measures ``charge_error_us``: how far the emulator's clock misses a charge of 2-50 us
+as a caller sees it, less the cost of timing an empty call measured in the same run.
 
 Extras (launch, graph replay, D2D) need a CC-off baseline: measured in the same run (emulation off,
 or the simulated device without CC). ``summary`` holds only measured values with their spread;
@@ -28,7 +35,8 @@ from typing import Any
 
 from .common import BenchContext, BenchResult, modelled, progress, spread
 
-DESCRIPTION = "CC emulator: calibrate's measurements under emulation vs a profile (--against: fidelity)"
+DESCRIPTION = ("CC emulator: calibrate's measurements under emulation vs a profile (imposition), "
+               "--against-published: vs published hardware figures")
 COLUMNS = ["parameter", "bytes", "profile", "recovered", "rel_error", "in_max"]
 
 
@@ -44,20 +52,65 @@ def _profile_arg(value: str) -> str:
     except SettingsError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if parsed is None:
-        raise argparse.ArgumentTypeError("--against needs a CC profile (h100 | b300 | /path/profile.json), not off")
+        raise argparse.ArgumentTypeError("--against needs a CC profile (h100 | h200 | b200 | b300 | /path/profile.json), not off")
     return str(parsed)
 
 
 def add_arguments(parser: Any) -> None:
     parser.add_argument("--against", metavar="PROFILE.json", default=None, type=_profile_arg,
-                        help="an independently measured profile (cc-runtime calibrate): emulate it, measure it "
-                             "back, report summary.max_rel_error_vs_profile")
+                        help="emulate this profile and measure it back; summary.max_rel_error_vs_profile when "
+                             "it was calibrated on real CC hardware, else *_imposition_max_rel_error")
+    parser.add_argument("--against-published", action="store_true",
+                        help="re-run each published CC hardware figure's micro-benchmark under its profile; "
+                             "summary.max_rel_error_vs_published_fit / _holdout")
+
+
+#: Charges the clock check times (seconds), and how often each.
+CHARGES_S = (2e-6, 5e-6, 10e-6, 20e-6, 50e-6)
+
+
+def charge_error(reps: int = 41) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
+    """How far ``clock.charge_s(x)`` misses ``x`` as its caller sees it, for x of 2-50 us.
+
+    Each sample times one call from outside (two ``perf_counter`` reads); the median cost of timing an
+    empty call the same way, measured here in between, is subtracted. Returns the spread over the
+    charges of each charge's median absolute error (us), one row per charge, and the empty-call cost."""
+    import time
+
+    from ..emulator.clock import charge_s
+
+    perf = time.perf_counter
+
+    def noop(_s: float) -> None:
+        return None
+
+    def timed(fn: Any, x: float) -> float:
+        t0 = perf()
+        fn(x)
+        return perf() - t0
+
+    for x in CHARGES_S:  # warm up: first calls pay imports, the timer-slack setup and the bookkeeping probe
+        charge_s(x)
+    empty = statistics.median(timed(noop, 0.0) for _ in range(201))
+    rows, medians = [], []
+    for x in CHARGES_S:
+        errors = sorted(abs(timed(charge_s, x) - x - empty) * 1e6 for _ in range(reps))
+        med = statistics.median(errors)
+        medians.append(med)
+        rows.append({"charge_us": x * 1e6, "median_abs_error_us": med, "p90_abs_error_us": errors[int(0.9 * reps)],
+                     "max_abs_error_us": errors[-1], "n": reps})
+    return spread(medians), rows, empty * 1e6
 
 
 def run(ctx: BenchContext) -> BenchResult:
     from ..calibrate import FULL, QUICK
     from ..emulator import load_profile
 
+    charge = charge_error()
+    if ctx.extra.get("against_published"):
+        from .published import run_published
+
+        return _with_charge_error(run_published(ctx), charge)
     against = ctx.extra.get("against")
     profile = load_profile(against if against else ctx.emulate)
     plan = QUICK if ctx.quick else FULL
@@ -65,7 +118,28 @@ def run(ctx: BenchContext) -> BenchResult:
         kind, meas, recovered, extra_env = _run_cuda(ctx, profile, plan)
     else:
         kind, meas, recovered, extra_env = _run_simulated(ctx, profile, plan)
-    return _result(ctx, profile, kind, meas, recovered, bool(against), extra_env)
+    return _with_charge_error(_result(ctx, profile, kind, meas, recovered, bool(against), extra_env), charge)
+
+
+def measured_on_cc_hardware(profile: Any) -> bool:
+    """Whether ``profile`` was calibrated on real CC hardware (its provenance says so): only then is a
+    round trip through the emulator a comparison with another machine, not imposition."""
+    prov = getattr(profile, "provenance", None) or {}
+    return (not prov.get("simulated", True) and prov.get("device_kind") == "cuda" and prov.get("cc_state") == "on"
+            and not prov.get("cc_devtools"))
+
+
+def _with_charge_error(result: BenchResult, charge: tuple[dict[str, Any], list[dict[str, Any]], float]) -> BenchResult:
+    summary, rows, empty_us = charge
+    result.summary["charge_error_us"] = summary
+    result.environment["charge_error"] = {
+        "method": "clock.charge_s(x) timed by its caller (two perf_counter reads), x = 2, 5, 10, 20, 50 us; "
+                  "absolute error less the median cost of timing an empty call measured in the same run; "
+                  "summary.charge_error_us spreads each charge's median over the charges",
+        "empty_call_timing_us": empty_us,
+        "per_charge": rows,
+    }
+    return result
 
 
 def _run_simulated(ctx: BenchContext, profile: Any, plan: Any) -> tuple[str, Any, Any, dict[str, Any]]:
@@ -145,9 +219,10 @@ def _result(ctx: BenchContext, profile: Any, kind: str, meas: dict[str, Any], re
 
     rows, worst = compare(recovered, profile, meas)
     summary = _measured_summary(meas, recovered)
+    other_hardware = against and measured_on_cc_hardware(profile)
     if kind == "real CC":
         key = "real_cc_max_rel_error_vs_profile"
-    elif against:
+    elif other_hardware:
         key = "max_rel_error_vs_profile"
     else:
         key = f"{kind}_imposition_max_rel_error"
@@ -157,12 +232,17 @@ def _result(ctx: BenchContext, profile: Any, kind: str, meas: dict[str, Any], re
     what = {"simulated": "the simulated device (CPU threads)", "emulated": "the CC emulator on this GPU",
             "real CC": "real CC hardware (the emulator refuses here)"}[kind]
     notes = [f"measured by cc-runtime calibrate's methods on {what}, compared with profile {profile.name!r}"]
-    if against:
-        notes.append(f"fidelity: {key} compares the emulation of an independently measured profile with that "
-                     "profile (goal on a GPU: <= 0.10 for every parameter and size)")
+    if other_hardware:
+        notes.append(f"{key} compares the emulation of a profile calibrated on real CC hardware "
+                     f"({profile.provenance.get('gpu')}) with that profile (goal on a GPU: <= 0.10 for every "
+                     "parameter and size)")
     elif kind != "real CC":
-        notes.append(f"{key} says how exactly {what} imposes a profile it was given; it is not fidelity "
-                     "(that needs --against PROFILE.json, a profile measured on CC hardware)")
+        origin = ("calibrated on " + ("the simulated device" if profile.provenance.get("simulated") else
+                                      f"{profile.provenance.get('gpu')}, CC {profile.provenance.get('cc_state')}")
+                  if profile.provenance else "not measured on CC hardware")
+        notes.append(f"imposition: {key} says how exactly {what} imposes profile {profile.name!r} ({origin}); it "
+                     "is not fidelity to hardware (--against-published compares with published hardware figures; "
+                     "--against a profile calibrated on real CC hardware gives max_rel_error_vs_profile)")
     notes.append("event_* probabilities are sampled (binomial spread) and not in the maximum")
     if kind == "simulated":
         slow = [r for r in rows if r.get("bytes", 0) >= 16 << 20 and r["recovered"] > 1.2 * r["profile"]]
@@ -180,12 +260,14 @@ def _result(ctx: BenchContext, profile: Any, kind: str, meas: dict[str, Any], re
             notes.append(f"plot not written: {type(exc).__name__}: {exc}")
     env = {"emulator_profile": profile.name, "device_kind": "simulated" if kind == "simulated" else "cuda",
            "results": kind, "against": profile.name if against else None,
+           "comparison": "real CC vs profile" if kind == "real CC" else
+                         ("other hardware" if other_hardware else "imposition"),
            "cc": "on" if kind == "real CC" else profile.label, **extra_env}
     return BenchResult(
         benchmark="emulator", summary=summary, rows=rows, columns=COLUMNS, notes=notes, environment=env,
         model=model,
-        title=f"CC emulator ({kind}, profile {profile.name}{', against' if against else ''}): "
-              "calibrate's measurements vs the profile")
+        title=f"CC emulator ({kind}, profile {profile.name}, "
+              f"{env['comparison']}): calibrate's measurements vs the profile")
 
 
 def _plot(path: str, meas: dict[str, Any], profile: Any, kind: str) -> None:

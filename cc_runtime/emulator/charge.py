@@ -91,9 +91,15 @@ def nbytes_of(t: Any) -> int:
 
 
 def is_pinned(t: Any) -> bool:
-    """Whether a host tensor is page-locked; anything that cannot say counts as pageable."""
+    """Whether a host tensor is page-locked; anything that cannot say counts as pageable.
+
+    Asks torch's own C method, not ``Tensor.is_pinned``: under a profile with ``pinned_reads_unpinned``
+    the emulator hooks that to read False, and the cost of a copy must still follow the real memory."""
     try:
-        return bool(t.is_pinned())
+        import torch
+
+        base = getattr(torch._C, "TensorBase", None) or torch._C._TensorBase
+        return bool(base.is_pinned(t))
     except Exception:  # noqa: BLE001 - not a tensor (a list for torch.tensor), or no accelerator
         return False
 

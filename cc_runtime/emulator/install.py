@@ -17,7 +17,7 @@ from .bindings import install_refusals
 from .charge import EmulationRefused, Emulator
 from .dispatch_mode import calibrate_hook_overhead, make_mode_class, pop_mode_if_top, push_mode
 from .profiles import Profile, load_profile
-from .tensor_hooks import hook_copy_, hook_cuda, hook_d2h, hook_factory, hook_to
+from .tensor_hooks import hook_copy_, hook_cuda, hook_d2h, hook_factory, hook_is_pinned, hook_to
 
 log = logging.getLogger("cc_runtime.emulator")
 
@@ -40,6 +40,8 @@ def install(ctx: Any, profile: Profile | str | None, *, backend: Any = None, see
     ctx.replace(T, "tolist", hook_d2h(em, T.tolist, whole=True, dispatched=False))
     ctx.replace(T, "item", hook_d2h(em, T.item, whole=False))
     ctx.replace(T, "cuda", hook_cuda(em, T.cuda))
+    if em.profile.pinned_reads_unpinned:
+        ctx.replace(T, "is_pinned", hook_is_pinned(em, T.is_pinned))
     ctx.replace(tm, "tensor", hook_factory(em, tm.tensor, None))
     ctx.replace(tm, "as_tensor", hook_factory(em, tm.as_tensor, 1))
 

@@ -5,8 +5,9 @@ ISPASS'25 artifact (H100 + Intel TDX, cuda-samples
 bandwidthTest and nsys), arXiv 2606.23969 "The Serialized Bridge" (B300, Phala), TensorRT PR 4740
 (event timings), NVIDIA R580 CC release notes (host registration). "guess" marks what nobody measured.
 
-Built-ins: ``h100``, ``b300`` (CC on) and ``off`` (CC-off costs, used by the simulated device when no
-CC profile is given). User profiles are JSON files::
+Built-ins: ``h100``, ``h200``, ``b200``, ``b300`` (CC on) and ``off`` (CC-off costs, used by the
+simulated device when no CC profile is given). Which published hardware figures each one was fit to
+is recorded in :mod:`.published` (``cc-runtime bench emulator --against-published`` re-runs them). User profiles are JSON files::
 
     {"name": "my-h200", "base": "h100", "h2d_bandwidth_Bps": 4.9e9, "d2h_bandwidth_Bps": 4.9e9}
 
@@ -99,6 +100,11 @@ class Profile:
     #: Multicast objects cannot be created: cuMulticastCreate / cuMulticastGetGranularity return
     #: CUDA_ERROR_NOT_SUPPORTED (SGLang issue 30364; vLLM issues 50179, 42324).
     multicast_unsupported: bool = True
+    #: ``Tensor.is_pinned()`` reads False for pinned host memory: under CC ``cudaPointerGetAttributes``
+    #: reports ``cudaMallocHost`` memory as managed, not host (NVIDIA/TensorRT PR 4740), and torch's
+    #: ``CUDAHooks::isPinnedPtr`` returns ``type == cudaMemoryTypeHost``. Reported, not yet confirmed on
+    #: CC hardware: off in every built-in profile until it is.
+    pinned_reads_unpinned: bool = False
     description: str = ""
     #: Where each number came from (field name -> source), for reports.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -165,7 +171,7 @@ class Profile:
 
 #: The semantic switches (true/false fields), each with its source in the field's comment.
 SWITCHES = ("pageable_h2d_blocking", "copies_serialize_across_streams", "host_register_fails",
-            "multicast_unsupported")
+            "multicast_unsupported", "pinned_reads_unpinned")
 
 _ISPASS = "ISPASS'25 artifact (Elio-yang/hcc-ispass25-artifact), H100 + Intel TDX"
 _PHALA = "arXiv 2606.23969 'The Serialized Bridge' (B300, Phala)"
@@ -179,6 +185,9 @@ _SWITCH_SOURCES = {
     "host_register_fails": "NVIDIA R580 CC release notes via vLLM issue 55428 (error 801); NCCL: nvtrust issue 57",
     "multicast_unsupported": "SGLang issue 30364 (cuMulticastGetGranularity preflight fails); vLLM issues "
                              "50179, 42324",
+    "pinned_reads_unpinned": "reported, not confirmed on hardware (off until it is): NVIDIA/TensorRT PR 4740 "
+                             "(cudaPointerGetAttributes reports cudaMallocHost memory as managed under CC); "
+                             "torch CUDAHooks::isPinnedPtr compares the type with cudaMemoryTypeHost",
 }
 
 #: CC-off costs of an H100 host link (ISPASS CC-off: 64 B H2D 2.1 us, fit t0 1.9 us, 43 GB/s; small D2D 2.5 us).
@@ -223,16 +232,18 @@ H100 = Profile(
 _B300_OFF_BW_GUESS = 55e9
 B300 = Profile(
     name="b300",
+    h2d_fixed_s=330e-6,
     h2d_bandwidth_Bps=0.203 * _B300_OFF_BW_GUESS,
     d2h_bandwidth_Bps=0.211 * _B300_OFF_BW_GUESS,
     pageable_h2d_bandwidth_Bps=0.203 * _B300_OFF_BW_GUESS * 2.7 / 3.04,
     pageable_d2h_bandwidth_Bps=0.211 * _B300_OFF_BW_GUESS * 2.7 / 2.96,
     compute_scale=1 / 0.998,
     memory_bound_scale=1 / 0.912,
-    description="B300, CC on (Phala ratios; absolute CC-off bandwidth guessed at 55 GB/s)",
+    description="B300, CC on (Phala: ratios and the ~330 us small crossing; CC-off bandwidth guessed at 55 GB/s)",
     sources={
-        "h2d_fixed_s": f"guess (H100's 21.9 us); {_PHALA}: ~330 us per small allocate-and-copy crossing "
-                       "(allocation included, so not used as the copy's fixed cost)",
+        "h2d_fixed_s": f"{_PHALA}: small crossings pay a fixed setup toll of ~330 us per call (a small "
+                       "allocate-and-copy; the allocation is part of it, so this is an upper bound on the copy's "
+                       "own fixed cost)",
         "d2h_fixed_s": "guess (H100's 19.7 us)",
         "h2d_bandwidth_Bps": f"{_PHALA}: 0.203x of CC-off; CC-off 55 GB/s is a guess",
         "d2h_bandwidth_Bps": f"{_PHALA}: 0.211x of CC-off; CC-off 55 GB/s is a guess",
@@ -250,7 +261,53 @@ B300 = Profile(
     },
 )
 
-BUILTIN: dict[str, Profile] = {p.name: p for p in (H100, B300, OFF)}
+_B200 = ("arXiv 2608.26575 v2 'Benchmarking Confidential Computing Performance on NVIDIA Blackwell GPUs' (8x "
+         "B200 + Intel TDX), as reported by a detailed secondary account (the paper's text was not available)")
+# B200: H2D only was published; D2H, pageable and graph costs are guesses from the H100 profile.
+B200 = dataclasses.replace(
+    H100,
+    name="b200",
+    h2d_fixed_s=4.5e-6,
+    h2d_bandwidth_Bps=9.6e9,
+    d2h_fixed_s=4.5e-6,
+    d2h_bandwidth_Bps=9.6e9,
+    pageable_h2d_bandwidth_Bps=9.6e9 * 2.7 / 3.04,
+    pageable_d2h_bandwidth_Bps=9.6e9 * 2.7 / 2.96,
+    launch_extra_s=12.25e-6,
+    description="B200 + Intel TDX, CC on (arXiv 2608.26575: H2D setup, bulk bandwidth, launch cost)",
+    sources={
+        **H100.sources,
+        "h2d_fixed_s": f"{_B200}: transfers of 64 KB or less dominated by a fixed ~3-6 us (midpoint)",
+        "h2d_bandwidth_Bps": f"{_B200}: 9.4-9.6 GB/s at 16 and 64 MB",
+        "d2h_fixed_s": "guess: the B200 H2D figure (no D2H figure published)",
+        "d2h_bandwidth_Bps": "guess: the B200 H2D figure (no D2H figure published)",
+        "pageable_h2d_fixed_s": "guess (H100's 36.8 us)",
+        "pageable_d2h_fixed_s": "guess (H100's 46.9 us)",
+        "pageable_h2d_bandwidth_Bps": "guess: B200 pinned bandwidth x the H100 pageable/pinned ratio (2.7/3.04)",
+        "pageable_d2h_bandwidth_Bps": "guess: B200 pinned bandwidth x the H100 pageable/pinned ratio (2.7/2.96)",
+        "launch_extra_s": f"{_B200}: kernel submission 3.45 us CC off, 15.7 us CC on",
+        "graph_replay_extra_s": "guess (H100's)",
+        "d2d_extra_s": "guess (H100's)",
+    },
+)
+
+_VLLM_55428 = "vLLM issue 55428 (8x H200, Intel TDX on 2x Xeon 8558, CC on)"
+# H200: the Hopper link of the H100 profile, with the one bandwidth measured on an H200 in TDX.
+H200 = dataclasses.replace(
+    H100,
+    name="h200",
+    h2d_bandwidth_Bps=4.9 * 2**30,
+    d2h_bandwidth_Bps=4.9 * 2**30,
+    description="H200 + Intel TDX, CC on (vLLM issue 55428: cudaHostAlloc copies ~4.9 GiB/s; the rest H100's)",
+    sources={
+        **H100.sources,
+        "h2d_bandwidth_Bps": f"{_VLLM_55428}: cudaHostAlloc memory copies at ~4.9 GiB/s through the bounce buffer "
+                             "(direction not stated: used for both)",
+        "d2h_bandwidth_Bps": f"{_VLLM_55428}: ~4.9 GiB/s (direction not stated: used for both)",
+    },
+)
+
+BUILTIN: dict[str, Profile] = {p.name: p for p in (H100, H200, B200, B300, OFF)}
 _FIELDS = {f.name for f in dataclasses.fields(Profile)}
 #: Fields that describe a profile rather than set a cost (accepted in JSON, never compared).
 _METADATA = ("sources", "provenance", "spread", "measurements")

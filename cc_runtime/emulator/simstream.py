@@ -69,6 +69,16 @@ class SimStream:
         with self._cond:
             if self._closed:
                 raise SimDeviceError(f"{self.device.name}: stream {self.name} is shut down")
+            if fn is None and duration_s <= 0 and self._completed == self._submitted:
+                # Nothing to run on an idle stream (an empty kernel, a bare event position): a GPU wakes
+                # no host thread for it. Handing it to the stream thread cost the issuing thread a
+                # wake-up and a GIL round trip per item, the simulated device's own overhead, which
+                # calibrate read as part of CC's launch and graph-replay extras on a busy machine.
+                self._submitted += 1
+                self._completed = self._submitted
+                if self._error is not None:
+                    self._skipped += 1  # CUDA's sticky error: later work is skipped
+                return self._submitted
             self._submitted += 1
             self._queue.append(_Item(fn, max(0.0, duration_s), label, self._submitted))
             if self._idle:
@@ -257,6 +267,8 @@ class SimGraph:
                 if fn is not None:
                     fn()
 
+        # A graph of empty nodes has nothing to run: submitted as such, it completes without a hand-off.
+        work = run_all if any(fn is not None or duration_s > 0 for fn, duration_s, _ in nodes) else None
         charge_s(dev.profile.graph_replay_extra_s)
-        (stream or dev.current_stream())._submit(run_all, 0.0, f"graph replay ({len(nodes)} nodes)")
+        (stream or dev.current_stream())._submit(work, 0.0, f"graph replay ({len(nodes)} nodes)")
         dev.stats["graph_replays"] += 1

@@ -17,7 +17,7 @@ from .charge import Emulator, is_pinned, nbytes_of
 
 perf_counter = time.perf_counter
 
-__all__ = ["hook_copy_", "hook_cuda", "hook_d2h", "hook_factory", "hook_to"]
+__all__ = ["hook_copy_", "hook_cuda", "hook_d2h", "hook_factory", "hook_is_pinned", "hook_to"]
 
 
 def _guard(em: Emulator, dispatched: bool = True) -> Callable[[], bool]:
@@ -138,3 +138,17 @@ def hook_factory(em: Emulator, orig: Callable[..., Any], device_pos: int | None)
     factory.__name__ = getattr(orig, "__name__", "factory")
     factory.__doc__ = getattr(orig, "__doc__", None)
     return factory
+
+
+def hook_is_pinned(em: Emulator, orig: Callable[..., Any]) -> Callable[..., Any]:
+    """``Tensor.is_pinned()`` under a profile with ``pinned_reads_unpinned``: False for host memory while
+    emulation is active, as torch's ``CUDAHooks::isPinnedPtr`` reads under CC (the pointer type comes
+    back managed, not host). The emulator's own cost model asks torch's C method (:func:`.charge.is_pinned`)."""
+
+    def is_pinned(self: Any, *args: Any, **kwargs: Any) -> bool:
+        pinned = bool(orig(self, *args, **kwargs))
+        return False if pinned and em.active and self.device.type == "cpu" else pinned
+
+    is_pinned.__name__ = "is_pinned"
+    is_pinned.__doc__ = getattr(orig, "__doc__", None)
+    return is_pinned

@@ -291,8 +291,12 @@ class H2DStager:
             view = self._dev(dst.view(h.dtype).view(h.shape))
             if h.numel():
                 # Pinned sources copy asynchronously (and can be captured into a graph); pageable
-                # ones are synchronous either way.
-                self.backend.copy_to_device(view, h, non_blocking=_is_pinned(h))
+                # ones are synchronous either way. Under CC the choice is not left to
+                # Tensor.is_pinned(), reported to read False for pinned memory there: every H2D is
+                # host-synchronous under CC, so non_blocking hands no reader other bytes, and it keeps
+                # a pinned copy capturable.
+                non_blocking = self._non_blocking if self._non_blocking is not None else (self.cc or _is_pinned(h))
+                self.backend.copy_to_device(view, h, non_blocking=non_blocking)
             outs.append(view)
         self.passed_through += 1
         layout = Layout(tuple(Segment(0, h.numel() * h.element_size(), h.dtype, tuple(h.shape)) for h in hosts), 0)
@@ -369,13 +373,6 @@ class H2DStager:
         return tensors
 
 
-def _is_pinned(t: torch.Tensor) -> bool:
-    try:
-        return bool(t.is_pinned())
-    except RuntimeError:  # no accelerator runtime in this build
-        return False
-
-
 def _cc_of(backend: DeviceBackend) -> bool:
     sim = getattr(backend, "sim", None)
     if sim is not None and hasattr(sim, "cc"):
@@ -383,3 +380,11 @@ def _cc_of(backend: DeviceBackend) -> bool:
     from ..detect import cc_state
 
     return bool(cc_state().enabled)
+
+
+def _is_pinned(t: torch.Tensor) -> bool:
+    """Off CC only (where it reads true): whether ``t`` is page-locked."""
+    try:
+        return bool(t.is_pinned())
+    except RuntimeError:  # no accelerator runtime in this build
+        return False

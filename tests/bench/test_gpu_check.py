@@ -105,7 +105,7 @@ def test_the_summary_is_written_after_every_step(tmp_path, monkeypatch):
 
 
 def test_full_check_runs_calibrate_the_round_trip_and_bench_step_before_the_longest_benchmark(tmp_path, monkeypatch):
-    """The full check: calibrate with CC off, the emulator's round trip against h100 and ``bench step``
+    """The full check: calibrate with CC off, the emulator's imposition round trip of h100 and ``bench step``
     on CUDA (issues 11, 12) come before prefill, so a spent budget drops prefill, not them."""
     gpu_check = _load()
     cmds: dict[str, list[str]] = {}
@@ -120,7 +120,7 @@ def test_full_check_runs_calibrate_the_round_trip_and_bench_step_before_the_long
     assert names[:3] == ["doctor", "calibrate", "bench-emulator"]
     assert names.index("bench-step") < names.index("bench-prefill") == len(names) - 1
     assert cmds["calibrate"][cmds["calibrate"].index("--device") + 1] == "cuda"
-    assert cmds["bench-emulator"][-2:] == ["--against", "h100"]
+    assert cmds["bench-emulator"][-2:] == ["--emulate", "h100"]  # imposition: h100 was not measured on this GPU
     assert "cuda" in cmds["bench-step"]
 
 

@@ -186,8 +186,8 @@ def test_bench_measures_the_emulated_profile_on_cuda(tmp_path) -> None:
     assert cli.main(["bench", "emulator", "--device", "cuda", "--quick", "--against", str(profile),
                      "--json", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert r["environment"]["results"] == "emulated"
-    err = r["summary"]["max_rel_error_vs_profile"]
+    assert r["environment"]["results"] == "emulated" and r["environment"]["comparison"] == "imposition"
+    err = r["summary"]["emulated_imposition_max_rel_error"]  # a hand-written profile: imposition
     # A gross check only (the 10% goal is the GPU check's benchmark result, not a timed unit test):
     # every switch recovered, and no parameter off by half.
     assert all(row["rel_error"] == 0 for row in r["rows"] if isinstance(row["profile"], bool)), r["rows"]

@@ -20,15 +20,24 @@ def test_builtins_match_the_facts_table() -> None:
     assert h100.pageable_h2d_blocking and h100.copies_serialize_across_streams and h100.multicast_unsupported
     b300 = load_profile("B300")  # names are case-insensitive
     assert b300.memory_bound_scale == pytest.approx(1 / 0.912)
-    assert set(profile_names()) == {"h100", "b300", "off"}
-    for p in (h100, b300):
+    assert set(profile_names()) == {"h100", "h200", "b200", "b300", "off"}
+    # Published figures they were fit to: B300's ~330 us small crossing (arXiv 2606.23969), B200's setup,
+    # bulk bandwidth and launch cost (arXiv 2608.26575), H200's cudaHostAlloc copies (vLLM issue 55428).
+    assert b300.h2d_fixed_s == 330e-6 and "2606.23969" in b300.sources["h2d_fixed_s"]
+    b200, h200 = load_profile("b200"), load_profile("h200")
+    assert (b200.h2d_fixed_s, b200.h2d_bandwidth_Bps, b200.launch_extra_s) == (4.5e-6, 9.6e9, 12.25e-6)
+    assert all("2608.26575" in b200.sources[f] for f in ("h2d_fixed_s", "h2d_bandwidth_Bps", "launch_extra_s"))
+    assert h200.h2d_bandwidth_Bps == 4.9 * 2**30 and "55428" in h200.sources["h2d_bandwidth_Bps"]
+    for p in (h100, b300, b200, h200):
+        assert not p.pinned_reads_unpinned and "reported" in p.sources["pinned_reads_unpinned"]
+    for p in (h100, b300, b200, h200):
         assert p.cc and p.label == f"emulated:{p.name}"
         for key in ("h2d_fixed_s", "h2d_bandwidth_Bps", "pageable_h2d_fixed_s", "launch_extra_s",
                     "graph_replay_extra_s", "d2d_extra_s", "event_*", "pageable_h2d_blocking",
                     "copies_serialize_across_streams", "host_register_fails", "multicast_unsupported"):
             assert key in p.sources, f"{p.name}.{key} has no documented source"
     # What nobody measured says so.
-    assert "guess" in b300.sources["h2d_fixed_s"] and "guess" in b300.sources["h2d_bandwidth_Bps"]
+    assert "guess" in b300.sources["d2h_fixed_s"] and "guess" in b300.sources["h2d_bandwidth_Bps"]
     assert "guess" in h100.sources["graph_replay_extra_s"]
 
 
@@ -84,7 +93,7 @@ def test_bad_json_profiles_say_what_is_wrong(tmp_path, content: str, message: st
 
 
 def test_unknown_name_lists_valid_names(tmp_path) -> None:
-    with pytest.raises(ProfileError, match="valid: b300, h100, off"):
+    with pytest.raises(ProfileError, match="valid: b200, b300, h100, h200, off"):
         load_profile("a100")
     with pytest.raises(ProfileError, match="does not exist"):
         load_profile(str(tmp_path / "missing.json"))

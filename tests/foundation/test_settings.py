@@ -77,7 +77,7 @@ def _profile(tmp_path, text):
 
 
 @pytest.mark.parametrize(("var", "raw"), [
-    ("CC_RUNTIME_EMULATE", "h200"),
+    ("CC_RUNTIME_EMULATE", "a100"),
     ("CC_RUNTIME_EMULATE", "/nonexistent.json"),
     ("CC_RUNTIME_EMULATE", "JSON:{not json"),
     ("CC_RUNTIME_EMULATE", 'JSON:{"h2d_bandwidth_Bps": -1}'),
@@ -167,7 +167,7 @@ def _documented(name, value):
         return value is None or all(any(k == n or (n.endswith("*") and k.startswith(n[:-1])) for k in known)
                                     for n in value)
     if name == "CC_RUNTIME_EMULATE":
-        return value is None or value in ("h100", "b300")
+        return value is None or value in ("h100", "h200", "b200", "b300")
     if name == "CC_RUNTIME_DECISION":
         return value is None or (isinstance(value, dict) and isinstance(value["enabled"], bool))
     return False  # a new variable needs a line here
