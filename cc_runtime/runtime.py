@@ -62,6 +62,7 @@ def manager() -> PatchManager:
             logging.getLogger("cc_runtime").addHandler(logging.NullHandler())
             _manager = PatchManager(all_patches())
             _manager.on_strict_failure = _strict_failure
+            _manager.on_change = _write_status
             if _last is not None:
                 _manager.activate(*_last)
         return _manager
@@ -117,6 +118,8 @@ def _activate(cfg: settings.Settings, args: dict[str, Any], propagate: bool) -> 
         elif state.enabled:
             manager()
         _failure = None
+        if state.enabled:
+            _write_status()
     except BaseException as exc:
         _failure = f"{type(exc).__name__}: {exc}"
         _rollback()
@@ -140,6 +143,13 @@ def _export(state: CCState, args: dict[str, Any]) -> None:
         settings.export(BOOTSTRAP_VAR, "1")
     settings.export(DECISION_VAR, to_decision(state, settings.raw("CC_RUNTIME_CC"),
                                               settings.raw("CC_RUNTIME_EMULATE")))
+
+
+def _write_status() -> None:
+    """This process's status file, where ``CC_RUNTIME_STATUS_DIR`` asks for one (CC enabled only)."""
+    from .status_file import write
+
+    write()
 
 
 def _strict_failure(message: str) -> None:

@@ -13,3 +13,9 @@ def load() -> None:
     from ..runtime import auto_activate
 
     auto_activate()
+    from ..detect import cc_state
+
+    if cc_state().enabled:  # the status file now names the process's role (run_scheduler_process)
+        from ..status_file import write
+
+        write()

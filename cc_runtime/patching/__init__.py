@@ -2,7 +2,7 @@
 
 from .evidence import Evidence
 from .manager import PatchError, PatchManager, PatchRecord, installed_version, version_in_range
-from .patch import Patch, PatchContext
+from .patch import NotApplicable, Patch, PatchContext
 
-__all__ = ["Evidence", "Patch", "PatchContext", "PatchError", "PatchManager", "PatchRecord", "installed_version",
+__all__ = ["Evidence", "NotApplicable", "Patch", "PatchContext", "PatchError", "PatchManager", "PatchRecord", "installed_version",
            "version_in_range"]

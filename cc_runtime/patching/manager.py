@@ -5,8 +5,8 @@ Every patch ends in exactly one status, with a reason (the README's status table
   applied         active now
   waiting         wanted and its target fits; applies when its module is imported (post-import hook)
   not applicable  not for this process: target not installed, installed version covered by a sibling
-                  patch of the same family instead, or not wanted in this CC state (e.g. the emulator
-                  under forced CC)
+                  patch of the same family instead, not wanted in this CC state (e.g. the emulator
+                  under forced CC), or the serving device is not CUDA (``device cpu``)
   upstream        the installed upstream already has the fix
   disabled        turned off: CC off, CC_RUNTIME_DISABLE=1, not in CC_RUNTIME_PATCHES, or reverted
   skipped         the installed target is outside every supported range of the patch's family
@@ -26,7 +26,7 @@ from typing import Any
 
 from ..detect import CCState
 from ..settings import Settings
-from .patch import Patch, PatchContext
+from .patch import NotApplicable, Patch, PatchContext
 
 log = logging.getLogger("cc_runtime.patching")
 
@@ -104,6 +104,8 @@ class PatchManager:
         self._active = False
         #: Called after a strict-mode rollback (the runtime restores the variables it exported).
         self.on_strict_failure: Callable[[str], None] | None = None
+        #: Called after any patch's status changed (the runtime rewrites this process's status file).
+        self.on_change: Callable[[], None] | None = None
 
     # -- activation --------------------------------------------------------------------------
     def activate(self, state: CCState, settings: Settings) -> None:
@@ -230,6 +232,14 @@ class PatchManager:
 
     def _apply(self, rec: PatchRecord) -> None:
         p = rec.patch
+        if p.cuda_only():
+            from .device import require_cuda_device
+
+            try:
+                require_cuda_device()
+            except NotApplicable as exc:
+                self._set(rec, "not applicable", str(exc))
+                return
         if p.upstream_has_it is not None:
             try:
                 why = p.upstream_has_it()
@@ -243,6 +253,10 @@ class PatchManager:
         ctx = PatchContext(p)
         try:
             p.apply(ctx)
+        except NotApplicable as exc:
+            ctx.revert()
+            self._set(rec, "not applicable", str(exc))
+            return
         except Exception as exc:  # noqa: BLE001 - all-or-nothing: undo what got done, then report
             undo_errors = ctx.revert()
             extra = f" (rollback errors: {undo_errors})" if undo_errors else ""
@@ -253,7 +267,10 @@ class PatchManager:
         self._set(rec, "applied", f"{p.target} {rec.version}: {p.summary}")
 
     def _set(self, rec: PatchRecord, status: str, reason: str, quiet: bool = False) -> None:
+        changed = (rec.status, rec.reason) != (status, reason)
         rec.status, rec.reason = status, reason
+        if changed and self.on_change is not None and self._active:
+            self.on_change()
         if not quiet:
             level = logging.WARNING if status in ("skipped", "failed") else logging.INFO
             log.log(level, "cc_runtime patch %s: %s (%s)", rec.patch.name, status, reason)

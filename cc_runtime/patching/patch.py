@@ -30,6 +30,11 @@ def _cc_enabled(state: CCState) -> bool:
     return state.enabled
 
 
+class NotApplicable(Exception):  # noqa: N818 - a verdict, not an error: the patch ends "not applicable"
+    """Raised by ``apply`` (before it changes anything) when the patch does not fit this process, e.g.
+    ``device cpu`` from :func:`cc_runtime.patching.device.require_cuda_device`."""
+
+
 @dataclass(frozen=True)
 class Patch:
     """One change to one upstream library.
@@ -62,6 +67,12 @@ class Patch:
     evidence: Evidence | None = None
     #: Experimental patches apply only when named exactly in CC_RUNTIME_PATCHES (not by '*' or a prefix).
     opt_in: bool = False
+    #: The patch leads to CUDA-only code: on a known non-CUDA serving device it is "not applicable
+    #: (device cpu)" (:mod:`cc_runtime.patching.device`). None: True for patches of SGLang.
+    needs_cuda_device: bool | None = None
+
+    def cuda_only(self) -> bool:
+        return self.target == "sglang" if self.needs_cuda_device is None else self.needs_cuda_device
 
     def verified_by(self) -> Evidence:
         from .evidence import evidence_for
