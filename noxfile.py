@@ -7,6 +7,8 @@ Sessions:
   upstream-0.5.23  tests marked ``upstream`` against SGLang 0.5.23 / FlashInfer 0.7.2.post1
   upstream-0.5.12  tests marked ``upstream`` against SGLang 0.5.12 / FlashInfer 0.6.11.post1
   preflight-verifier  the preflight's attestation against the real nv-local-gpu-verifier 2.7.3
+  serve-0.5.23     the REAL SGLang 0.5.23 server on CPU under every cc_runtime arm (tests/serving), then
+                   ``cc-runtime sweep`` against it; reuses the upstream-0.5.23 venv (adds SERVE_0_5_23)
 
 Venvs live in ``.nox/<session-slug>`` (e.g. ``.nox/upstream-0-5-23``) and are reused.
 Each session writes a stamp file into its venv recording the exact install recipe; when the
@@ -39,12 +41,14 @@ import nox
 
 nox.options.reuse_existing_virtualenvs = True
 nox.options.envdir = ".nox"
-nox.options.sessions = ["lint", "typecheck", "tests", "upstream-0.5.23", "upstream-0.5.12", "preflight-verifier"]
+nox.options.sessions = ["lint", "typecheck", "tests", "upstream-0.5.23", "upstream-0.5.12", "serve-0.5.23",
+                        "preflight-verifier"]
 nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).resolve().parent
 PYTHON = "3.11"
 STUBS_0_5_12 = ROOT / "tests" / "upstream" / "stubs"
+STUBS_SERVE = ROOT / "tests" / "serving" / "stubs"  # test-only CPU stand-in for sgl_kernel (serving)
 CHECK_IMPORTS = "scripts/check_upstream_imports.py"
 
 # ---------------------------------------------------------------------------
@@ -113,6 +117,19 @@ UPSTREAM_IMPORT_DEPS = [
 
 SGLANG_0_5_23 = ["sglang==0.5.23", "flashinfer-python==0.7.2.post1"]
 SGLANG_0_5_23_DEPS = ["transformers==5.19.0", "tokenizers==0.23.2", "apache-tvm-ffi==0.1.11"]
+
+# What `python -m sglang.launch_server --device cpu` imports beyond the upstream venv (pip's resolution
+# against it, pinned whole; none of these changes torch, transformers, tokenizers or numpy). soundfile:
+# SGLang 0.5.23 pins 0.13.1. No GPU-only package: sgl_kernel's CPU build is not on PyPI (stand-in).
+SERVE_0_5_23 = [
+    "jsonschema==4.26.0", "jsonschema-specifications==2025.9.1", "referencing==0.37.0", "rpds-py==2026.9.1",
+    "xgrammar==0.2.7", "llguidance==1.9.1",
+    "outlines==0.1.11", "outlines_core==0.1.26", "interegular==0.3.3", "airportsdata==20260905",
+    "cloudpickle==3.1.3", "diskcache==5.6.3", "lark==1.3.1", "nest-asyncio==1.6.0", "pycountry==26.2.16",
+    "anthropic==2.17.0", "docstring_parser==0.18.0", "httpx2==2.17.0", "httpcore2==2.17.0", "truststore==0.10.5",
+    "python-multipart==0.0.34", "watchfiles==1.3.0", "prometheus_client==0.26.0", "soundfile==0.13.1",
+    "cffi==2.1.1", "pycparser==3.12", "uvloop==0.23.0",
+]
 
 SGLANG_0_5_12_TARGET = [
     "sglang==0.5.12",
@@ -246,3 +263,33 @@ def preflight_verifier(session: nox.Session) -> None:
     claims, and that no GPU never passes)."""
     _install_steps(session, [PREFLIGHT_VERIFIER], project="nodeps")
     session.run("python", "-m", "pytest", "tests/preflight/test_preflight_local_verifier.py", *session.posargs)
+
+
+@nox.session(name="serve-0.5.23", python=False, requires=["upstream-0.5.23"])
+def serve_0_5_23(session: nox.Session) -> None:
+    """The real SGLang 0.5.23 server on CPU (docs/serving-ci.md). Shares the upstream-0.5.23 venv
+    (6 GB, ~10 min to build) instead of building a second one: only SERVE_0_5_23 is added to it."""
+    venv = ROOT / ".nox" / "upstream-0-5-23"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        session.error(f"{venv} is missing: run `nox -s upstream-0.5.23` first")
+    stamp = venv / ".cc_runtime_serve_stamp"
+    digest = hashlib.sha256(json.dumps(SERVE_0_5_23).encode()).hexdigest()
+    if not (stamp.exists() and stamp.read_text().strip() == digest):
+        session.run(str(python), "-m", "pip", "install", *SERVE_0_5_23, external=True)
+        stamp.write_text(digest + "\n")
+    env = {"CC_RUNTIME_TEST_SGLANG": "0.5.23", "CC_RUNTIME_TEST_SERVE": "1", "CUDA_VISIBLE_DEVICES": "",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "SGLANG_USE_CPU_ENGINE": "1",
+           "SGLANG_DISABLE_REQUEST_LOGGING": "1",
+           "PYTHONPATH": os.pathsep.join([str(STUBS_SERVE), str(ROOT)])}
+    session.run(str(python), "-m", "pytest", "tests/serving", "-m", "serving", *session.posargs, env=env,
+                external=True)
+    # The sweep against the same real server: all three arms, results labelled CPU (not a CC measurement).
+    out = ROOT / "build" / "serve-sweep"
+    session.run(str(python), "-m", "cc_runtime", "sweep", "--quick", "--dummy-weights", "--emulate", "h100",
+                "--isl-osl", "64/16", "--concurrency", "2", "--num-prompts", "8", "--warmup-requests", "1",
+                "--no-resume", "--health-timeout", "900", "--cell-timeout", "900", "--out", str(out), "--",
+                "--model-path", str(ROOT / "cc_runtime" / "sweep" / "models" / "tiny-llama"),
+                "--load-format", "dummy", "--device", "cpu", "--max-total-tokens", "4096", "--random-seed", "1",
+                env=env, external=True)
+    session.run(str(python), str(ROOT / "scripts" / "check_serve_sweep.py"), str(out), env=env, external=True)

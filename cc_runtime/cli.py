@@ -22,6 +22,7 @@ __all__ = ["COMMANDS", "launch_env", "main"]
 COMMANDS: dict[str, str] = {
     "doctor": "cc_runtime.doctor",
     "patches": "cc_runtime.commands.patches",
+    "status": "cc_runtime.commands.status",
     "launch": "cc_runtime.commands.launch",
     "install-bootstrap": "cc_runtime.commands.install_bootstrap",
     "preflight": "cc_runtime.commands.preflight",

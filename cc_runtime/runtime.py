@@ -62,6 +62,7 @@ def manager() -> PatchManager:
             logging.getLogger("cc_runtime").addHandler(logging.NullHandler())
             _manager = PatchManager(all_patches())
             _manager.on_strict_failure = _strict_failure
+            _manager.on_change = _write_status
             if _last is not None:
                 _manager.activate(*_last)
         return _manager
@@ -117,6 +118,8 @@ def _activate(cfg: settings.Settings, args: dict[str, Any], propagate: bool) -> 
         elif state.enabled:
             manager()
         _failure = None
+        if state.enabled:
+            _write_status()
     except BaseException as exc:
         _failure = f"{type(exc).__name__}: {exc}"
         _rollback()
@@ -143,6 +146,13 @@ def _export(state: CCState, args: dict[str, Any]) -> None:
         # the gate they never import cc_runtime (no start-up cost in every Python child). A gate or a
         # decision this process exported for an earlier CC state goes back to what it was before.
         settings.restore({n: _saved_env[n] for n in (BOOTSTRAP_VAR, DECISION_VAR)})
+
+
+def _write_status() -> None:
+    """This process's status file, where ``CC_RUNTIME_STATUS_DIR`` asks for one (CC enabled only)."""
+    from .status_file import write
+
+    write()
 
 
 def _strict_failure(message: str) -> None:

@@ -177,6 +177,20 @@ def patch_list(var: str, raw: Any) -> frozenset[str] | None:
     return frozenset(names)
 
 
+_STATUS_DIR_ALLOWED = "unset | an absolute directory path"
+
+
+def status_dir(var: str, raw: Any) -> str | None:
+    """An absolute path (every process of a server must name the same directory whatever its working
+    directory); empty -> None (no status files). The directory is created on first write."""
+    text = _text(var, raw, _STATUS_DIR_ALLOWED)
+    if not text:
+        return None
+    if not os.path.isabs(text) or len(text) > 1024:
+        raise SettingsError(var, raw, _STATUS_DIR_ALLOWED, "give an absolute path")
+    return os.path.normpath(text)
+
+
 _EMULATE_ALLOWED = "off | h100 | h200 | b200 | b300 | /path/profile.json"
 
 
@@ -298,6 +312,11 @@ for _v in (
         "Chunk size of `cc_runtime.loading` (and the SGLang loading patch under CC): checkpoint bytes cross "
         "to the GPU in copies of this size; pinned host memory used is 2 chunks, device staging 2 chunks.",
         number(1, LOAD_CHUNK_MB_MAX, f"integer MiB, 1..{LOAD_CHUNK_MB_MAX}", integer=True)),
+    Var("CC_RUNTIME_STATUS_DIR", "", _STATUS_DIR_ALLOWED,
+        "Each process in which cc_runtime is active (CC on, forced or emulated) writes `<pid>.json` "
+        "here: its CC decision, every patch's status and warnings such as a user-set upstream switch "
+        "that disagrees with cc_runtime. Read it with `cc-runtime status`. Nothing is written off CC.",
+        status_dir),
     Var("CC_RUNTIME_BOOTSTRAP", "0", "0|1",
         "Internal, set by `import cc_runtime` (when CC is on, forced or emulated) and `cc-runtime "
         "launch`: the .pth bootstrap activates cc_runtime in every Python process that inherits it.",

@@ -34,6 +34,7 @@ import statistics
 from typing import Any
 
 from .common import BenchContext, BenchResult, modelled, progress, spread
+from .emulator_hook import hook_overhead_summary
 
 DESCRIPTION = ("CC emulator: calibrate's measurements under emulation vs a profile (imposition), "
                "--against-published: vs published hardware figures")
@@ -189,10 +190,11 @@ def _run_cuda(ctx: BenchContext, profile: Any, plan: Any) -> tuple[str, Any, Any
         finally:
             target.close()
         hook_us = em.hook_overhead_s * 1e6
+    hook_summary = hook_overhead_summary(em)  # its own per-op cost, reported beside fidelity (emulator_hook)
     recovered = derive_profile(meas, name=f"recovered-{profile.name}", cc=True,
                                method=f"cuda, emulating {profile.name}", baseline=baseline,
                                baseline_note="emulation off, same run")
-    return "emulated", meas, recovered, {"launch_hook_overhead_us": hook_us}
+    return "emulated", meas, recovered, {"launch_hook_overhead_us": hook_us, "summary": hook_summary}
 
 
 def _measured_summary(meas: dict[str, Any], recovered: dict[str, Any]) -> dict[str, Any]:
@@ -226,7 +228,7 @@ def _result(ctx: BenchContext, profile: Any, kind: str, meas: dict[str, Any], re
         key = "max_rel_error_vs_profile"
     else:
         key = f"{kind}_imposition_max_rel_error"
-    summary = {key: worst, **summary}
+    summary = {key: worst, **extra_env.pop("summary", {}), **summary}
     counted = [r for r in rows if r["in_max"]]
     summary["parameters_within_10pct"] = f"{sum(r['rel_error'] <= 0.10 for r in counted)}/{len(counted)}"
     what = {"simulated": "the simulated device (CPU threads)", "emulated": "the CC emulator on this GPU",

@@ -23,3 +23,9 @@ def load() -> None:
         if getattr(exc, "cc_runtime_strict", False):
             raise SystemExit(1) from None
         raise
+    from ..detect import cc_state
+
+    if cc_state().enabled:  # the status file now names the process's role (run_scheduler_process)
+        from ..status_file import write
+
+        write()

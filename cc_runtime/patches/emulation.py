@@ -56,6 +56,9 @@ PATCHES: list[Patch] = [
         apply=_apply,
         module="torch",
         when=lambda s: s.source == "emulated",
+        # On a CPU serving device there is no CUDA work to charge, and the dispatch hook would still
+        # cost time on every CPU op (halving a CPU server's throughput): not applicable there.
+        needs_cuda_device=True,
         why="lets every CC fix be tested and benchmarked on a GPU without CC (and refuses under real CC)",
     ),
 ]

@@ -5,18 +5,21 @@ turn on under CC); FlashInfer >= 0.6.16 reads ``FLASHINFER_CONFIDENTIAL_COMPUTE`
 raises) and ``FLASHINFER_AUTOTUNE_TIMER`` when its AutoTuner singleton is built. Without this, forced or
 emulated CC would leave upstream on its CC-off paths, and protected-PCIe machines (which FlashInfer's
 own detection misses) would keep CUDA-event autotuning. A value the user set is never overwritten: a
-disagreement is logged instead. Set in the launching process, so spawned schedulers inherit it.
+disagreement is reported instead (:func:`cc_runtime.status_file.warn`: stderr and the process's status
+file, because it happens before SGLang configures logging, where a log record would be lost). Set in
+the launching process, so spawned schedulers inherit it.
+
+``sglang.cc_env`` applies when ``sglang`` is imported, not at activation: only then is the serving
+device known in a spawned child (:mod:`cc_runtime.patching.device`), and SGLang's CC paths are CUDA
+only (its D2H worker synchronizes a CUDA stream): on ``--device cpu`` the switch stays unset.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 
 from ..patching import Patch, PatchContext
 from ..settings import get as get_setting
-
-log = logging.getLogger("cc_runtime.patches.upstream_env")
 
 
 def _export(ctx: PatchContext, name: str, value: str) -> None:
@@ -24,8 +27,10 @@ def _export(ctx: PatchContext, name: str, value: str) -> None:
     if current is None:
         ctx.setenv(name, value)
     elif current != value:
-        log.warning("cc_runtime: %s=%s set by the user disagrees with cc_runtime's %s; keeping the user's value",
-                    name, current, value)
+        from ..status_file import warn
+
+        warn(f"cc_runtime: {name}={current} set by the user disagrees with cc_runtime's {value}; "
+             "keeping the user's value")
 
 
 def _apply_sglang(ctx: PatchContext) -> None:
@@ -46,6 +51,7 @@ PATCHES = [
         summary="SGLANG_FORCE_CONFIDENTIAL_COMPUTE=1 so SGLang's own CC paths (D2H worker, pageable staging) agree",
         upstream="SGLang is_confidential_compute (0.5.23); env override SGLANG_FORCE_CONFIDENTIAL_COMPUTE",
         apply=_apply_sglang,
+        module="sglang",  # once the device is known (spawned children: after sys.argv is restored)
         why="forced/emulated CC and any detection difference would otherwise leave SGLang on CC-off paths",
     ),
     Patch(

@@ -6,8 +6,8 @@ Every patch ends in exactly one status, with a reason (docs/patches.md's status 
   waiting         wanted and its target fits; applies when its module is imported (post-import hook)
   not applicable  not for this process: target not installed, installed version covered by a sibling
                   patch of the same family instead, not wanted in this CC state (e.g. the emulator
-                  under forced CC), or the target cannot take it here (apply raised NotApplicable: the
-                  emulator's CUDA hooks on a CPU-only torch)
+                  under forced CC), the target cannot take it here (apply raised NotApplicable: the
+                  emulator's CUDA hooks on a CPU-only torch), or the serving device is not CUDA (``device cpu``)
   upstream        the installed upstream already has the fix
   disabled        turned off: CC off, CC_RUNTIME_DISABLE=1, not in CC_RUNTIME_PATCHES, or reverted
   skipped         the installed target is outside every supported range of the patch's family
@@ -106,6 +106,8 @@ class PatchManager:
         self._active = False
         #: Called after a strict-mode rollback (the runtime restores the variables it exported).
         self.on_strict_failure: Callable[[str], None] | None = None
+        #: Called after any patch's status changed (the runtime rewrites this process's status file).
+        self.on_change: Callable[[], None] | None = None
 
     # -- activation --------------------------------------------------------------------------
     def activate(self, state: CCState, settings: Settings) -> None:
@@ -232,6 +234,14 @@ class PatchManager:
 
     def _apply(self, rec: PatchRecord) -> None:
         p = rec.patch
+        if p.cuda_only():
+            from .device import require_cuda_device
+
+            try:
+                require_cuda_device()
+            except NotApplicable as exc:
+                self._set(rec, "not applicable", str(exc))
+                return
         if p.upstream_has_it is not None:
             try:
                 why = p.upstream_has_it()
@@ -260,7 +270,10 @@ class PatchManager:
         self._set(rec, "applied", f"{p.target} {rec.version}: {p.summary}")
 
     def _set(self, rec: PatchRecord, status: str, reason: str, quiet: bool = False) -> None:
+        changed = (rec.status, rec.reason) != (status, reason)
         rec.status, rec.reason = status, reason
+        if changed and self.on_change is not None and self._active:
+            self.on_change()
         if quiet:
             return
         message = f"cc_runtime patch {rec.patch.name}: {status} ({reason})"

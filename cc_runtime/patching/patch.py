@@ -26,10 +26,11 @@ log = logging.getLogger("cc_runtime.patching")
 _MISSING = object()
 
 
-class NotApplicable(Exception):
+class NotApplicable(Exception):  # noqa: N818 - a verdict, not an error: the patch ends "not applicable"
     """Raised by ``apply`` (before changing anything) when this process cannot take the patch although
-    its target is installed in range, e.g. the emulator's CUDA hooks on a CPU-only torch build. The
-    patch reads ``not applicable`` with this message as its reason, as for a target not installed."""
+    its target is installed in range: the emulator's CUDA hooks on a CPU-only torch build, or ``device
+    cpu`` from :func:`cc_runtime.patching.device.require_cuda_device`. The patch reads ``not
+    applicable`` with this message as its reason, as for a target not installed."""
 
 
 def _cc_enabled(state: CCState) -> bool:
@@ -68,6 +69,12 @@ class Patch:
     evidence: Evidence | None = None
     #: Experimental patches apply only when named exactly in CC_RUNTIME_PATCHES (not by '*' or a prefix).
     opt_in: bool = False
+    #: The patch leads to CUDA-only code: on a known non-CUDA serving device it is "not applicable
+    #: (device cpu)" (:mod:`cc_runtime.patching.device`). None: True for patches of SGLang.
+    needs_cuda_device: bool | None = None
+
+    def cuda_only(self) -> bool:
+        return self.target == "sglang" if self.needs_cuda_device is None else self.needs_cuda_device
 
     def verified_by(self) -> Evidence:
         from .evidence import evidence_for

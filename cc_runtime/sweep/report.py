@@ -70,8 +70,18 @@ def _pct(v: float | None, base: float | None) -> str:
     return f"{delta:+.1f}%" + (ABOVE_BASELINE if delta > 0 else "")
 
 
+#: Lines of a failure's log tail that report.md shows (the whole reason stays in results.jsonl).
+TAIL_LINES = 60
+
+
 def _labels(records: Sequence[Mapping[str, Any]]) -> list[str]:
     out = []
+    devices = sorted({str(r.get("device")) for r in records if r.get("device") not in (None, "cuda")})
+    if devices:
+        out.append(f"**{'/'.join(d.upper() for d in devices)} DEVICE RESULTS**: SGLang served on "
+                   f"`--device {devices[0]}`, not a GPU. Not a CC measurement: no CUDA work exists for CC to tax, "
+                   "and cc_runtime's CUDA-only patches and the emulator are not applicable there, so every arm "
+                   "runs as plain SGLang. They test that the sweep and the server run, nothing about CC.")
     if any(r.get("results_from") == "test-server" for r in records):
         out.append("**TEST SERVER RESULTS**: measured against cc_runtime's loopback test server, a stand-in for "
                    "a GPU server that runs no model; they test the sweep, not SGLang or CC.")
@@ -160,10 +170,23 @@ def _failures(cells: Sequence[Mapping[str, Any]]) -> list[str]:
     if not bad:
         return []
     out = ["## Cells without a result", ""]
+    shown: dict[str, str] = {}
     for r in sorted(bad, key=lambda r: (ARM_ORDER.get(r.get("arm", ""), 9), r["isl"], r["osl"], r["concurrency"])):
         reason = str(r.get("reason") or "").strip().splitlines()
-        out.append(f"- {r.get('arm_title')} ISL/OSL {r['isl']}/{r['osl']} concurrency {r['concurrency']}: "
-                   f"{r.get('status')}: {reason[0] if reason else 'no reason recorded'}")
+        where = f"{r.get('arm_title')} ISL/OSL {r['isl']}/{r['osl']} concurrency {r['concurrency']}"
+        out.append(f"- {where}: {r.get('status')}: {reason[0] if reason else 'no reason recorded'}")
+        rest = reason[1:]
+        if not rest:
+            continue
+        # The rest is a log tail (a traceback): shown in full once per distinct reason.
+        key = "\n".join(reason)
+        if key in shown:
+            out.append(f"  (log tail as under {shown[key]})")
+            continue
+        shown[key] = where
+        if len(rest) > TAIL_LINES:
+            rest = [f"... ({len(rest) - TAIL_LINES} earlier lines: see results.jsonl)", *rest[-TAIL_LINES:]]
+        out += ["", "  ```text", *(f"  {ln}" for ln in rest), "  ```", ""]
     return out + [""]
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from ..patching.device import device_from_args
 from .arms import ArmPlan, client_environment, server_environment
 from .client import ClientInfo, client_argv, run_client
 from .grid import Cell
@@ -158,7 +159,8 @@ class Sweep:
             # Where the arm's CC state comes from: the emulator, or the hardware as NVML reports it.
             "cc_source": "emulated" if plan.emulated else cfg.environment.get("cc_hardware_source"),
             "results_from": cfg.results_from,
-            "results_label": TEST_SERVER_LABEL if cfg.test_server else "SGLang server",
+            "results_label": TEST_SERVER_LABEL if cfg.test_server else server_label(cfg.server_args),
+            "device": device_from_args(list(cfg.server_args)),
             "isl": cell.isl, "osl": cell.osl, "concurrency": cell.concurrency, "num_prompts": cell.num_prompts,
             "warmup_requests": cell.warmup_requests, "seed": cell.seed, "config": cfg.cell_config(plan, cell),
             "gpus_used": cfg.gpus, "arm_env": dict(plan.env), "server_args": list(cfg.server_args),
@@ -238,7 +240,7 @@ class Sweep:
                 except ArmFailed as exc:
                     arm_failed = str(exc)
                     self._say(plan, cell, f"ARM FAILED after {state['starts']} server start(s): "
-                              f"{arm_failed.splitlines()[0]}")
+                              + indent_tail(arm_failed))
                     self._record(plan, cell, "failed", f"arm failed: {arm_failed}")
                     failed += 1
                     bar.update(1)
@@ -283,6 +285,22 @@ class Sweep:
         # Both attempts lost their server: ensure_server raises ArmFailed on the next call.
         ensure_server()
         raise AssertionError("unreachable: a third server start was allowed")
+
+
+def server_label(server_args: Sequence[str]) -> str:
+    device = device_from_args(list(server_args))
+    if device is not None and device != "cuda":
+        return f"SGLang server on {device.upper()} (--device {device}): not a CC measurement"
+    return "SGLang server"
+
+
+def indent_tail(reason: str, max_lines: int = 40) -> str:
+    """A failure reason for the console: its first line, then the rest (a log tail: the last
+    ``max_lines`` lines) indented on lines of their own, so a traceback reads as one."""
+    first, *rest = reason.strip().splitlines() or [""]
+    if len(rest) > max_lines:
+        rest = [f"... ({len(rest) - max_lines} earlier lines in the log)", *rest[-max_lines:]]
+    return "\n".join([first, *(f"    {ln}" for ln in rest)])
 
 
 def cell_metrics(result: Mapping[str, Any], gpus: int) -> dict[str, Any]:

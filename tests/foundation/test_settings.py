@@ -170,6 +170,8 @@ def _documented(name, value):
         return value is None or value in ("h100", "h200", "b200", "b300")
     if name == "CC_RUNTIME_DECISION":
         return value is None or (isinstance(value, dict) and isinstance(value["enabled"], bool))
+    if name == "CC_RUNTIME_STATUS_DIR":
+        return value is None or (isinstance(value, str) and value.startswith("/") and value.isprintable())
     return False  # a new variable needs a line here
 
 
