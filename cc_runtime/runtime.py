@@ -250,7 +250,7 @@ def _preflight(state: CCState, cfg: settings.Settings, where: str) -> None:
     global _failure
     if not state.enabled or cfg.preflight == "off" or _is_cli_process():
         return
-    from . import preflight
+    from . import preflight, status_file
 
     try:
         preflight.gate(state, cfg.preflight, where)
@@ -258,7 +258,9 @@ def _preflight(state: CCState, cfg: settings.Settings, where: str) -> None:
         _failure = str(exc)
         _rollback()
         _report_error(str(exc))
+        status_file.write()  # why this rank ended stays readable from outside (cc-runtime status)
         raise
+    status_file.write()
 
 
 def preflight_here(where: str) -> None:

@@ -77,8 +77,20 @@ def snapshot() -> dict[str, Any]:
         "device_source": device_source,
         "patches": patches,
         "warnings": list(_warnings),
+        "preflight": _preflight(),
         "updated": time.time(),
     }
+
+
+def _preflight() -> dict[str, Any] | None:
+    """This process's last preflight (CC_RUNTIME_PREFLIGHT), results and reasons only."""
+    from . import preflight
+
+    last = preflight.last()
+    if last is None:
+        return None
+    return {"mode": last["mode"], "where": last["where"], "ok": last["ok"],
+            "checks": [{k: c[k] for k in ("name", "result", "reason")} for c in last["checks"]]}
 
 
 def write() -> str | None:

@@ -38,6 +38,12 @@ def render(procs: list[dict[str, Any]], show_all: bool = False) -> str:
                      f"[{p.get('device_source')}]; updated {age:.0f} s ago")
         for w in p.get("warnings") or []:
             lines.append(f"  WARNING {w}")
+        pre = p.get("preflight")
+        if pre:
+            bad = [c for c in pre["checks"] if c["result"] in ("fail", "unknown")]
+            lines.append(f"  preflight ({pre['mode']}, {pre['where']}): {'ok' if pre['ok'] else 'FAILED'}")
+            for c in bad if not show_all else pre["checks"]:
+                lines.append(f"    {c['name']:<12} {c['result']:<14} {c['reason']}")
         for row in p.get("patches") or []:
             installed = not row["reason"].endswith("is not installed")
             if show_all or (row["status"] in NOTEWORTHY and installed):

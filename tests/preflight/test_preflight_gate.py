@@ -25,6 +25,7 @@ def _clean(monkeypatch) -> None:
     for k in list(os.environ):
         if k.startswith("CC_RUNTIME_") or k in EXPORTS:
             monkeypatch.delenv(k)
+    runtime._reset_for_tests()  # the CC state cached when the test module imported cc_runtime
 
 
 def test_require_refuses_rolls_back_and_leaves_nothing_exported(monkeypatch) -> None:
@@ -139,3 +140,15 @@ def test_require_ends_a_user_program_that_imports_cc_runtime_with_one_line() -> 
                [sys.executable, "-c", "import cc_runtime\nprint('USER CODE RAN')"])
     assert r.returncode == 1 and "USER CODE RAN" not in r.stdout
     assert len(r.stderr.strip().splitlines()) == 1 and "refused" in r.stderr, r.stderr
+
+
+def test_the_status_file_carries_the_preflight_even_when_it_refused(monkeypatch, tmp_path) -> None:
+    _clean(monkeypatch)
+    monkeypatch.setenv("CC_RUNTIME_CC", "1")
+    monkeypatch.setenv("CC_RUNTIME_PREFLIGHT", "require")
+    monkeypatch.setenv("CC_RUNTIME_STATUS_DIR", str(tmp_path))
+    with pytest.raises(preflight.PreflightRefused):
+        runtime.auto_activate()
+    data = json.loads((tmp_path / f"{os.getpid()}.json").read_text())
+    assert data["preflight"]["ok"] is False and data["preflight"]["mode"] == "require"
+    assert {c["result"] for c in data["preflight"]["checks"] if c["name"] == "cc_mode"} == {"unknown"}
