@@ -81,8 +81,10 @@ def render(pr: StagedPR, check_steps: list[str] | None = None, results_dir: Path
               f"{pr.project.dist} {pr.base_version} laid out at the repository's paths:",
               "- the diff applies exactly (no offset, no fuzz);",
               "- the new tests fail on the pristine release and pass with the change;",
-              "- the same tests pass on the pristine release with the cc_runtime runtime patch "
-              f"`{pr.runtime_patch}` that users run today (so the change matches it)."
+              (f"- the runtime-patch comparison is not run on a CPU-only machine: {pr.runtime_check_skip}"
+               if pr.runtime_check_skip else
+               "- the same tests pass on the pristine release with the cc_runtime runtime patch "
+               f"`{pr.runtime_patch}` that users run today (so the change matches it).")
               if pr.runtime_patch else "- (no runtime patch to compare with)"]
     if check_steps:
         tests += ["", "Last check:"] + [f"    {s}" for s in check_steps]

@@ -79,6 +79,8 @@ class StagedPR:
     also_covers: tuple[str, ...] = ()
     upstream_pr: str = ""
     notes: str = ""
+    #: why the runtime-patch comparison cannot run on this kind of machine (empty: it runs)
+    runtime_check_skip: str = ""
     runtime_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -146,6 +148,7 @@ def _load(folder: Path) -> StagedPR:
         evidence=tuple(meta.get("evidence", ())), also_covers=tuple(meta.get("also_covers", ())),
         upstream_pr=meta.get("upstream_pr", ""), notes=meta.get("notes", "").strip(),
         runtime_env=dict(meta.get("runtime_env", {})),
+        runtime_check_skip=meta.get("runtime_check_skip", "").strip(),
     )
 
 
