@@ -148,7 +148,7 @@ def _load(folder: Path) -> StagedPR:
         evidence=tuple(meta.get("evidence", ())), also_covers=tuple(meta.get("also_covers", ())),
         upstream_pr=meta.get("upstream_pr", ""), notes=meta.get("notes", "").strip(),
         runtime_env=dict(meta.get("runtime_env", {})),
-        runtime_check_skip=meta.get("runtime_check_skip", "").strip(),
+        runtime_check_skip=" ".join(meta.get("runtime_check_skip", "").split()),
     )
 
 
@@ -192,6 +192,7 @@ NOT_STAGED: dict[str, str] = {
     "sglang.hicache_host_pool_inline": "the same fix as sglang-hicache-host-pool for releases whose pool "
                                        "allocates inline; staged once, against 0.5.23",
     "sglang.allreduce_fusion_ipc": "experimental (opt-in); upstream work is SGLang PR 31447 (open)",
-    "sglang.h2d_staging": "the implicit form (intercepts copies at run time); the explicit form is "
-                          "staged as sglang-h2d-staging",
+    "sglang.h2d_staging": "SGLang 0.5.12 - 0.5.22: defers the batch builders' copies at run time; the "
+                          "explicit form (async_h2d on a side stream) is staged against 0.5.23 as "
+                          "sglang-h2d-staging",
 }
