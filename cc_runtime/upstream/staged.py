@@ -189,7 +189,7 @@ NOT_STAGED: dict[str, str] = {
     "sglang.readback_snapshot_worker": "SGLang 0.5.12 only (the worker it needs is upstream from 0.5.23)",
     "sglang.prefill_graphs_0_5_12": "SGLang 0.5.12 only: later releases replaced the piecewise runner",
     "sglang.prefill_graphs_0_5_23": "a deployment policy (capture sizes under CC), not a code fix",
-    "sglang.hicache_host_pool_inline": "the same fix as sglang-hicache-host-pool for releases whose pool "
+    "sglang.hicache_host_pool_inline": "the same fix as sglang-hicache-host-pool-cc, for releases whose pool "
                                        "allocates inline; staged once, against 0.5.23",
     "sglang.allreduce_fusion_ipc": "experimental (opt-in); upstream work is SGLang PR 31447 (open)",
     "sglang.h2d_staging": "SGLang 0.5.12 - 0.5.22: defers the batch builders' copies at run time; the "
