@@ -104,8 +104,9 @@ def try_apply(repo: Path, diff: str, *, reverse: bool = False) -> ApplyResult:
     proc = git(repo, *args, input_text=diff, check=False)
     out = (proc.stdout + proc.stderr).strip()
     moved = [line for line in out.splitlines() if re.search(r"\b(offset|fuzz)\b", line)]
-    return ApplyResult(proc.returncode == 0, proc.returncode == 0 and not moved,
-                       "; ".join(moved) if moved else out.splitlines()[-1] if out else "")
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    detail = "; ".join(moved or errors) or (out.splitlines()[-1] if out else "")
+    return ApplyResult(proc.returncode == 0, proc.returncode == 0 and not moved, detail)
 
 
 def apply(repo: Path, diff: str) -> None:
