@@ -105,8 +105,9 @@ def try_apply(repo: Path, diff: str, *, reverse: bool = False) -> ApplyResult:
     out = (proc.stdout + proc.stderr).strip()
     moved = [line for line in out.splitlines() if re.search(r"\b(offset|fuzz)\b", line)]
     errors = [line for line in out.splitlines() if line.startswith("error:")]
-    detail = "; ".join(moved or errors) or (out.splitlines()[-1] if out else "")
-    return ApplyResult(proc.returncode == 0, proc.returncode == 0 and not moved, detail)
+    ok = proc.returncode == 0
+    detail = "; ".join(moved if ok else errors) or (out.splitlines()[-1] if out else "")
+    return ApplyResult(ok, ok and not moved, detail)
 
 
 def apply(repo: Path, diff: str) -> None:
