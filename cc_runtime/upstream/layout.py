@@ -104,7 +104,8 @@ def try_apply(repo: Path, diff: str, *, reverse: bool = False) -> ApplyResult:
     proc = git(repo, *args, input_text=diff, check=False)
     out = (proc.stdout + proc.stderr).strip()
     moved = [line for line in out.splitlines() if re.search(r"\b(offset|fuzz)\b", line)]
-    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    errors = [line for line in out.splitlines()
+              if line.startswith("error:") and "while searching for" not in line]
     ok = proc.returncode == 0
     detail = "; ".join(moved if ok else errors) or (out.splitlines()[-1] if out else "")
     return ApplyResult(ok, ok and not moved, detail)
