@@ -42,7 +42,7 @@ import nox
 nox.options.reuse_existing_virtualenvs = True
 nox.options.envdir = ".nox"
 nox.options.sessions = ["lint", "typecheck", "tests", "upstream-0.5.23", "upstream-0.5.12", "serve-0.5.23",
-                        "preflight-verifier"]
+                        "upstream-prs", "preflight-verifier"]
 nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).resolve().parent
@@ -293,3 +293,30 @@ def serve_0_5_23(session: nox.Session) -> None:
                 "--load-format", "dummy", "--device", "cpu", "--max-total-tokens", "4096", "--random-seed", "1",
                 env=env, external=True)
     session.run(str(python), str(ROOT / "scripts" / "check_serve_sweep.py"), str(out), env=env, external=True)
+
+
+@nox.session(name="upstream-prs", python=False)
+def upstream_prs(session: nox.Session) -> None:
+    """``cc-runtime upstream check`` for every staged upstream PR, in the venvs built above (none of its own).
+
+    In upstream-0.5.23's venv (SGLang 0.5.23, FlashInfer 0.7.2.post1, Triton 3.8, torch 2.14.1: each PR's
+    base) every PR is proven; in upstream-0.5.12's (SGLang 0.5.12, FlashInfer 0.6.11.post1) and in
+    tests' (Triton 3.6, torch 2.13) each is reported as applies / conflicts / upstream-covered.
+    """
+    envdir = ROOT / nox.options.envdir
+    base = envdir / "upstream-0-5-23" / "bin" / "python"
+    if not base.exists():
+        session.error("run the upstream-0.5.23 session first: upstream-prs reuses its venv")
+    env = {"PYTHONPATH": str(ROOT)}
+    check = ["-m", "cc_runtime", "upstream", "check"]
+    session.run(str(base), *check, *session.posargs, env=env, external=True)
+    if session.posargs:
+        return
+    old = envdir / "upstream-0-5-12"
+    if (old / "bin" / "python").exists():
+        session.run(str(old / "bin" / "python"), *check, "--source", str(old / "sglang-0.5.12-site"),
+                    "--pythonpath", str(STUBS_0_5_12), env=env, external=True)
+    tests_python = envdir / "tests" / "bin" / "python"
+    if tests_python.exists():
+        session.run(str(tests_python), *check, "triton-do-bench-globaltimer",
+                    "pytorch-inductor-benchmarker-globaltimer", env=env, external=True)

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "bench": "cc_runtime.bench",
     "calibrate": "cc_runtime.calibrate.cli",
     "sweep": "cc_runtime.sweep.cli",
+    "upstream": "cc_runtime.commands.upstream",
 }
 
 

@@ -92,8 +92,9 @@ def _cc() -> dict[str, Any]:
 def _patches() -> list[dict[str, Any]]:
     try:
         from .runtime import manager
+        from .upstream.links import annotate
 
-        return manager().as_list()
+        return annotate(manager().as_list())
     except Exception as exc:  # noqa: BLE001
         return [{"name": "?", "target": "?", "status": "error", "reason": str(exc), "upstream": ""}]
 
@@ -272,6 +273,12 @@ def render_patches(patches: list[dict[str, Any]], indent: str = "", upstream: bo
         level = (p.get("evidence") or {}).get("level")
         if level:
             out += _wrap(f"verified on: {level}", "", col)
+        if upstream and p.get("staged_pr"):
+            out += _wrap(f"staged PR: {p['staged_pr']} (cc-runtime upstream export {p['staged_pr']})", "", col)
+        elif upstream and p.get("not_staged"):
+            out += _wrap(f"no staged PR: {p['not_staged']}", "", col)
+        if p.get("stale"):
+            out += _wrap(f"WARNING {p['stale']}", "", col)
     return "\n".join(out)
 
 

@@ -147,10 +147,11 @@ _PATCHES_ALLOWED = "* | name[,name...] (a name ending in * is a prefix)"
 
 
 def known_patch_names() -> list[str]:
-    """Names of every registered patch (imports the patch modules: they are cheap, torch-free)."""
-    from .patches import all_patches
+    """Names of every registered patch: plain data below this module (:mod:`cc_runtime.patch_names`),
+    so validating a setting never imports the patch registry."""
+    from .patch_names import PATCH_NAMES
 
-    return [p.name for p in all_patches()]
+    return list(PATCH_NAMES)
 
 
 def patch_list(var: str, raw: Any) -> frozenset[str] | None:

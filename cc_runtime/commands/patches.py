@@ -8,14 +8,16 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("patches", help="every patch with its status, reason, upstream status and evidence")
+    p = sub.add_parser("patches", help="every patch with its status, reason, upstream status, evidence and "
+                       "staged upstream PR")
     p.add_argument("--json", action="store_true", help="machine-readable (the rows of doctor --json)")
 
 
 def main(args: argparse.Namespace) -> int:
     from ..doctor import render_patches
     from ..runtime import manager
+    from ..upstream.links import annotate
 
-    data = manager().as_list()
+    data = annotate(manager().as_list())
     print(json.dumps(data, indent=2) if args.json else render_patches(data))
     return 0
