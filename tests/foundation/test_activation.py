@@ -41,7 +41,7 @@ def _child(env_extra: dict, code: str = CHILD) -> tuple[subprocess.CompletedProc
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("env", [
-    {"CC_RUNTIME_EMULATE": "h200"}, {"CC_RUNTIME_PATCHES": "sglang.readback_coalese"},
+    {"CC_RUNTIME_EMULATE": "h300"}, {"CC_RUNTIME_PATCHES": "sglang.readback_coalese"},
     {"CC_RUNTIME_SHUTDOWN_TIMEOUT_S": "inf", "CC_RUNTIME_CC": "1"},
     {"CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS": "\u0661", "CC_RUNTIME_CC": "1"},
 ])

@@ -113,7 +113,7 @@ def test_bench_device_cuda_without_cuda_is_one_line_exit_2():
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("var", "raw"), [
-    ("CC_RUNTIME_EMULATE", "h200"), ("CC_RUNTIME_EMULATE", "/nonexistent.json"),
+    ("CC_RUNTIME_EMULATE", "h300"), ("CC_RUNTIME_EMULATE", "/nonexistent.json"),
     ("CC_RUNTIME_PATCHES", "sglang.readback_coalese"), ("CC_RUNTIME_PATCHES", "true"),
     ("CC_RUNTIME_SHUTDOWN_TIMEOUT_S", "inf"), ("CC_RUNTIME_SHUTDOWN_TIMEOUT_S", "1e309"),
     ("CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS", "0"), ("CC_RUNTIME_PREFILL_GRAPH_MAX_TOKENS", "\u0661"),

@@ -85,9 +85,9 @@ def test_forced_strict_through_load_plugins_applies_cleanly():
 def test_invalid_setting_through_load_plugins_changes_nothing():
     if not os.environ.get("CC_RUNTIME_TEST_SGLANG"):
         pytest.skip("not in an upstream-* nox session")
-    r, rep = _run_plugin({"CC_RUNTIME_CC": "1", "CC_RUNTIME_STRICT": "1", "CC_RUNTIME_EMULATE": "h200"})
+    r, rep = _run_plugin({"CC_RUNTIME_CC": "1", "CC_RUNTIME_STRICT": "1", "CC_RUNTIME_EMULATE": "h300"})
     assert rep["changed"] == [] and rep["label"] == "off"
-    assert r.stderr.count("CC_RUNTIME_EMULATE='h200' is not valid") == 1
+    assert r.stderr.count("CC_RUNTIME_EMULATE='h300' is not valid") == 1
 
 
 @pytest.mark.timeout(300)
