@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .derive import compare, derive_profile, summarize
-from .measurements import FULL, QUICK, Plan, measure
+from .measurements import FULL, QUICK, Plan, measure, paired_launches
 from .targets import CudaTarget, SimTarget, Target
 
 __all__ = ["FULL", "QUICK", "CudaTarget", "Plan", "SimTarget", "Target", "calibrate", "compare", "derive_profile",
@@ -89,13 +89,8 @@ def calibrate(device: str = "cpu", *, quick: bool = True, sim_profile: str = "h1
         target: Target = SimTarget(prof, seed=seed)
         cc = prof.cc
         method = f"simulated device playing {prof.name}"
-        note = "the simulated CC-off device, same run"
-        if cc and baseline is None:
-            off = SimTarget(None, seed=seed)
-            try:
-                baseline = summarize(measure(off, plan, progress, label="simulated, CC-off baseline"))
-            finally:
-                off.close()
+        note = "the simulated CC-off device, bursts interleaved with the CC device's"
+        off: Target | None = SimTarget(None, seed=seed) if cc and baseline is None else None
         pname = name or f"calibrated-sim-{prof.name}"
         prov_profile: str | None = prof.name
     else:
@@ -109,10 +104,16 @@ def calibrate(device: str = "cpu", *, quick: bool = True, sim_profile: str = "h1
         note = "the --baseline profile"
         pname = name or "calibrated"
         prov_profile = None
+        off = None
+    paired = None
     try:
         meas = measure(target, plan, progress, label=method)
+        if off is not None:
+            paired = paired_launches(off, target, plan)
         prov = provenance(target, plan_name, sim_profile=prov_profile)
     finally:
         target.close()
+        if off is not None:
+            off.close()
     return derive_profile(meas, name=pname, cc=cc, method=method, baseline=baseline if cc else None,
-                          baseline_note=note, provenance=prov)
+                          baseline_note=note, provenance=prov, paired=paired)

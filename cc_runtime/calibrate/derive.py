@@ -73,11 +73,13 @@ def summarize(meas: dict[str, Any]) -> dict[str, Any]:
 
 def derive_profile(meas: dict[str, Any], *, name: str, cc: bool, method: str,
                    baseline: dict[str, Any] | None = None, baseline_note: str = "",
-                   provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+                   provenance: dict[str, Any] | None = None,
+                   paired: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """A profile JSON (what ``load_profile`` accepts) from ``measure()``'s output.
 
     ``baseline``: ``summarize()`` of a CC-off run (or a calibrated CC-off profile's ``measurements``),
-    for the extras of a CC profile. ``method``: how the run was taken (for each value's source)."""
+    for the extras of a CC profile; ``paired``: per-repetition CC-minus-off differences
+    (:func:`~.measurements.paired_launches`), preferred when given. ``method``: how the run was taken (for each value's source)."""
     base = BUILTIN["h100" if cc else "off"]
     prof: dict[str, Any] = {"name": name, "base": base.name, "cc": cc,
                             "description": f"calibrated by cc-runtime calibrate ({method})"}
@@ -96,6 +98,11 @@ def derive_profile(meas: dict[str, Any], *, name: str, cc: bool, method: str,
         if not cc:
             prof[extra] = 0.0
             sources[extra] = f"calibrate ({method}): CC off, no extra (absolute {key} in measurements)"
+        elif paired is not None and paired.get(key):
+            prof[extra] = max(0.0, statistics.median(paired[key]))
+            spreads[extra] = spread(paired[key])
+            sources[extra] = (f"calibrate ({method}): host time per op minus the CC-off device's in the same "
+                              f"repetition ({baseline_note})")
         elif baseline is not None and key in baseline:
             ref = float(baseline[key])
             prof[extra] = max(0.0, statistics.median(reps) - ref)

@@ -8,6 +8,7 @@ the copy returned. Raw repetitions are kept so every derived value can carry its
 
 from __future__ import annotations
 
+import functools
 import statistics
 import threading
 import time
@@ -205,6 +206,37 @@ def launches(t: Target, plan: Plan) -> dict[str, list[float]]:
         "graph_replay_s": _per_op(replay, plan.graph_n, plan.launch_reps, t.synchronize),
         "d2d_small_s": _per_op(lambda: t.copy(a, b), plan.launch_n, plan.launch_reps, t.synchronize),
     }
+
+
+def paired_launches(off: Target, cc: Target, plan: Plan) -> dict[str, list[float]]:
+    """Per repetition, host seconds per op on ``cc`` minus the same on ``off``, the two bursts back to back
+    (their order alternating): the extras of a CC profile over a CC-off device measured in the same
+    moments. Measured minutes apart instead, a load change between the two runs read as part of the extra
+    (a simulated 18 us D2D extra came back 17-28 us)."""
+    ops: list[dict[str, Callable[[], Any]]] = []
+    for t in (off, cc):
+        replay = t.make_graph(plan.graph_nodes)
+        t.synchronize()
+        a, b = t.device(64), t.device(64)
+        ops.append({"launch_s": t.tiny_kernel, "graph_replay_s": replay,
+                    "d2d_small_s": functools.partial(t.copy, a, b)})
+    n = {"launch_s": plan.launch_n, "graph_replay_s": plan.graph_n, "d2d_small_s": plan.launch_n}
+    out: dict[str, list[float]] = {}
+    for key in ("launch_s", "graph_replay_s", "d2d_small_s"):
+        diffs = []
+        for rep in range(plan.launch_reps + 1):  # the first pair warms both up and is not kept
+            per: dict[int, float] = {}
+            for i in ((0, 1) if rep % 2 else (1, 0)):
+                t, fn = (off, cc)[i], ops[i][key]
+                t0 = perf()
+                for _ in range(n[key]):
+                    fn()
+                per[i] = (perf() - t0) / n[key]
+                t.synchronize()
+            if rep:
+                diffs.append(per[1] - per[0])
+        out[key] = diffs
+    return out
 
 
 def events(t: Target, plan: Plan) -> dict[str, Any]:
