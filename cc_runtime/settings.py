@@ -285,6 +285,10 @@ for _v in (
         "server arguments set sizes explicitly (beyond it a forward is compute-bound).",
         number(8, PREFILL_GRAPH_MAX_TOKENS_LIMIT, f"multiple of 8, 8..{PREFILL_GRAPH_MAX_TOKENS_LIMIT}",
                integer=True, multiple_of=8)),
+    Var("CC_RUNTIME_STAGING_VERIFY", "0", "0|1",
+        "1 fills every deferred H2D placeholder, staging slot and staged output with a poison pattern "
+        "(0xA5 bytes) when it is made, so a read before its copy lands shows wrong values. For tests "
+        "and debugging; costs one device fill per buffer.", boolean),
     Var("CC_RUNTIME_BOOTSTRAP", "0", "0|1",
         "Internal, set by `import cc_runtime` (when CC is on, forced or emulated) and `cc-runtime "
         "launch`: the .pth bootstrap activates cc_runtime in every Python process that inherits it.",
