@@ -125,6 +125,7 @@ class Collector:
             base = _align(self.cursor, ALIGN)
             size = max(ARENA_BYTES, _align(nbytes, ALIGN))
         else:
+            assert arena is not None
             base = arena.base
         end = base + offset + nbytes
         if self.slot is None:

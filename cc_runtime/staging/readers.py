@@ -87,7 +87,7 @@ def quiet() -> Iterator[None]:
 
 def flush_all() -> None:
     """Flush every open scope's pending copies (a reader the scopes cannot attribute is about to run)."""
-    if not _active or getattr(_tls, "quiet", 0):
+    if not _active or int(getattr(_tls, "quiet", 0)):
         return
     with _active_lock:
         collectors = list(_active)
@@ -258,17 +258,20 @@ def _install_torch() -> None:
     _replace(torch.utils.dlpack, "to_dlpack", _flushing)
     cuda = torch.cuda
     _replace(cuda, "synchronize", _flushing)
-    for cls, names in ((getattr(cuda, "Stream", None), ("synchronize", "query", "wait_event", "wait_stream")),
-                       (getattr(cuda, "Event", None), ("synchronize", "query", "wait", "record")),
-                       (getattr(cuda, "CUDAGraph", None), ("capture_begin",))):
+    targets: tuple[tuple[Any, tuple[str, ...]], ...] = (
+        (getattr(cuda, "Stream", None), ("synchronize", "query", "wait_event", "wait_stream")),
+        (getattr(cuda, "Event", None), ("synchronize", "query", "wait", "record")),
+        (getattr(cuda, "CUDAGraph", None), ("capture_begin",)))
+    for cls, names in targets:
         for name in names if cls is not None else ():
             _replace(cls, name, _flushing)
     from ..emulator.simdevice import SimDevice
     from ..emulator.simstream import SimEvent, SimStream
 
-    for cls, names in ((SimDevice, ("synchronize", "capture")),
-                       (SimStream, ("synchronize", "query", "wait_event", "wait_stream")),
-                       (SimEvent, ("synchronize", "query", "wait", "record"))):
+    sim_targets: tuple[tuple[Any, tuple[str, ...]], ...] = (
+        (SimDevice, ("synchronize", "capture")), (SimStream, ("synchronize", "query", "wait_event", "wait_stream")),
+        (SimEvent, ("synchronize", "query", "wait", "record")))
+    for cls, names in sim_targets:
         for name in names:
             _replace(cls, name, _flushing)
 
