@@ -18,10 +18,13 @@ at the scope's next flush. A reader must never see them before that. The ways in
   ``torch.cuda.Event``'s ``synchronize`` / ``query`` / ``wait_*`` / ``record``, and the simulated
   device's); and the start of CUDA graph capture (``CUDAGraph.capture_begin``, ``SimDevice.capture``).
 
+* **tvm-ffi functions fetched before** :func:`install` **ran**: tvm-ffi asks an argument's class for
+  ``__tvm_ffi_object__`` before its C DLPack path; the placeholder class answers it by flushing (and
+  waiting for the fill on the host) and handing over the filled tensor.
+
 Not interceptable, so a deferred site must not let a placeholder reach them before its scope ends (the
 SGLang patch lists its sites' readers): C code handed a raw pointer obtained before the placeholder
-existed; tvm-ffi functions fetched before :func:`install` ran; the generic ``torch.Event`` /
-``torch.Stream`` C types.
+existed; synchronisation through the generic ``torch.Event`` / ``torch.Stream`` C types.
 
 Verification mode (``CC_RUNTIME_STAGING_VERIFY=1``) fills every placeholder, staging slot and staged
 output buffer with :data:`POISON_BYTE` when it is made, so a read that comes too early shows as wrong
@@ -130,6 +133,19 @@ def rules() -> tuple[Any, frozenset[Any], frozenset[Any]]:
             flush_owners(args, kwargs, cls)
             with disabled():
                 return func(*args, **kwargs)
+
+        def __tvm_ffi_object__(self) -> Any:  # noqa: N807 - tvm-ffi's protocol name
+            # tvm-ffi checks this before its C DLPack path: a function fetched before install() ran
+            # still flushes here. The fill is waited for on the host, since a call whose only tensors
+            # are placeholders may launch on a stream other than the current one.
+            owner = self.__dict__.get("_cc_collector")
+            if owner is None:
+                flush_all()
+            else:
+                owner.flush()
+                backend = owner.stager.backend
+                backend.synchronize_stream(backend.current_stream())
+            return sys.modules["tvm_ffi"].from_dlpack(self)
 
     return Pending, meta_f, views
 

@@ -242,18 +242,33 @@ class H2DStager:
     def _plain(self, hosts: Sequence[torch.Tensor]) -> StagedInputs:
         """What the caller would have done: one plain copy per input on the current stream."""
         outs = []
+        capturing = self.backend.is_capturing()
         for h in hosts:
             dst = self.backend.device_bytes(h.numel() * h.element_size())
             view = self._dev(dst.view(h.dtype).view(h.shape))
             if h.numel():
-                # Pinned sources copy asynchronously (and can be captured into a graph); pageable
-                # ones are synchronous either way.
-                self.backend.copy_to_device(view, h, non_blocking=_is_pinned(h))
+                sim = getattr(self.backend, "sim", None)
+                pinned = bool(sim.is_pinned(h)) if sim is not None else _is_pinned(h)
+                if pinned and not capturing:
+                    # Queued, so it reads its source later: a private pinned copy, so the caller may
+                    # reuse ``h`` at once, as after a staged copy. (Captured copies read the caller's
+                    # buffer at every replay, as upstream's do.)
+                    h = self._pinned_clone(h)
+                # Pinned sources copy asynchronously (and can be captured); pageable ones are synchronous.
+                self.backend.copy_to_device(view, h, non_blocking=pinned)
             outs.append(view)
         with self._lock:
             self.passed_through += 1
         layout = Layout(tuple(Segment(0, h.numel() * h.element_size(), h.dtype, tuple(h.shape)) for h in hosts), 0)
         return StagedInputs(None, None, layout, None, direct=self._mark(outs))
+
+    def _pinned_clone(self, h: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        if getattr(self.backend, "sim", None) is not None:
+            return h.clone()  # the simulated device counts host memory as pinned unless marked
+        out = torch.empty(h.shape, dtype=h.dtype, pin_memory=True)  # torch keeps it alive for the copy
+        return out.copy_(h)
 
     def _acquire(self, nbytes: int) -> _Slot | None:
         # Under self._lock. Never a reserved slot: its inputs may not have been read yet.

@@ -218,3 +218,20 @@ def test_host_buffer_is_not_repacked_while_its_copy_is_still_queued(sim_off, gat
     gate.open()
     consumer.synchronize()
     assert (a[0].tolist(), b[0].tolist()) == ([1, 1, 1], [2, 2, 2])
+
+
+def test_a_plain_copy_reads_the_host_bytes_before_it_returns(sim_off, gate):
+    """Pass-through and fall-back copies, like staged ones, leave the caller free to reuse its host tensor."""
+    st = H2DStager(sim_off, cc=True, slots=1, max_slots=1, wait_s=0.01)
+    consumer = sim_off.Stream(name="consumer")
+    host = torch.tensor([1, 2, 3])
+    with sim_off.stream(consumer):
+        sim_off.launch(gate.wait, 0.0)  # a queued copy would read the host tensor only after this
+        held = st.stage([[0], [0]], torch.int64)  # holds the only slot: the next stage falls back
+        out = st.stage([host, [7]], [None, torch.int64])
+        host.fill_(-1)
+    assert out.passthrough and st.fallbacks == 1
+    gate.open()
+    consumer.synchronize()
+    assert _host(sim_off, out.tensors()[0]).tolist() == [1, 2, 3]
+    held.release()

@@ -75,3 +75,17 @@ def test_tvm_ffi_from_dlpack_of_a_placeholder_sees_the_filled_bytes(sim_cc):
         with torch._C.DisableTorchFunction():
             seen = torch.from_dlpack(ffi_tensor).clone().tolist()
     assert seen == [1.5, 2.5]
+
+
+def test_a_tvm_ffi_function_fetched_before_the_wrappers_were_installed_still_gets_filled_bytes(sim_cc, ffi_module):
+    from cc_runtime.staging import readers
+
+    readers.uninstall()
+    raw = ffi_module.get_function("copy_bytes")  # a plain tvm-ffi Function, no flushing wrapper
+    assert getattr(raw, "__cc_flushing__", None) is None
+    st = H2DStager(sim_cc)
+    out = torch.zeros(3, dtype=torch.int32)
+    with deferred_h2d(st, _is_target):
+        p = torch.tensor([4, 5, 6], dtype=torch.int32).to("cpu")
+        raw(p, out)  # tvm-ffi asks the placeholder's class for __tvm_ffi_object__
+        assert out.tolist() == [4, 5, 6]
