@@ -231,6 +231,7 @@ def _ordered_after_arena_streams(arenas: list[_Arena], backend: Any, stream: Any
 
 
 _tls = threading.local()
+readers.install()  # as early as possible: references to the wrapped functions taken later are wrapped
 
 
 def current() -> Collector | None:

@@ -95,8 +95,8 @@ class StagedInputs:
         """
         if self._direct is not None:
             return list(self._direct)
-        self.wait()
         assert self._slot is not None and self._stager is not None, "tensors() after release()"
+        self._wait_or_release()
         stager = self._stager
         n = self.layout.nbytes
         buf = stager.backend.device_bytes(n)
@@ -109,8 +109,8 @@ class StagedInputs:
     def copy_regions(self, regions: Sequence[tuple[Any, int, int]]) -> None:
         """Copy ``(dst, offset, nbytes)`` ranges of the slot into device buffers ``dst`` (one D2D each),
         then release the slot."""
-        self.wait()
         assert self._slot is not None and self._stager is not None, "copy_regions() after release()"
+        self._wait_or_release()
         stager = self._stager
         done = True
         for dst, offset, nbytes in regions:
@@ -119,6 +119,16 @@ class StagedInputs:
                                                      stager._dev(self._slot.device[offset: offset + nbytes])) and done
         stager._release(self._slot, read=not done)
         self._slot = None
+
+    def _wait_or_release(self) -> None:
+        try:
+            self.wait()
+        except BaseException:
+            # A failed copy's inputs are never read: the slot goes back to the ring.
+            if self._slot is not None and self._stager is not None:
+                self._stager._release(self._slot, read=False)
+                self._slot = None
+            raise
 
     def __del__(self) -> None:
         # Never read and now unreachable: nobody can read the slot any more. Views handed out keep

@@ -12,7 +12,7 @@ at the scope's next flush. A reader must never see them before that. The ways in
   subclass whose ``__torch_function__`` flushes its scope (tensor-subclass dispatch is not thread-local,
   unlike modes). The flush sets the class back to ``torch.Tensor``, so filled tensors cost nothing later.
 * **readers torch cannot see** (process-wide wrappers installed by :func:`install`, inert while no scope
-  is open): ``torch.utils.dlpack.to_dlpack``; every tvm-ffi function fetched from a ``tvm_ffi.Module``
+  is open): ``torch.utils.dlpack.to_dlpack`` and ``torch.to_dlpack``; every tvm-ffi function fetched from a ``tvm_ffi.Module``
   (attribute, ``get_function``, ``[]``) or by ``tvm_ffi.get_global_func``, and ``tvm_ffi.from_dlpack``;
   stream and event synchronisation (``torch.cuda.synchronize``, ``torch.cuda.Stream``'s and
   ``torch.cuda.Event``'s ``synchronize`` / ``query`` / ``wait_*`` / ``record``, and the simulated
@@ -24,7 +24,9 @@ at the scope's next flush. A reader must never see them before that. The ways in
 
 Not interceptable, so a deferred site must not let a placeholder reach them before its scope ends (the
 SGLang patch lists its sites' readers): C code handed a raw pointer obtained before the placeholder
-existed; synchronisation through the generic ``torch.Event`` / ``torch.Stream`` C types.
+existed; ``torch._C._to_dlpack`` bound under another name before :func:`install` ran (it runs when
+:mod:`.deferred` is imported and at every scope's start); synchronisation through the generic
+``torch.Event`` / ``torch.Stream`` C types.
 
 Verification mode (``CC_RUNTIME_STAGING_VERIFY=1``) fills every placeholder, staging slot and staged
 output buffer with :data:`POISON_BYTE` when it is made, so a read that comes too early shows as wrong
@@ -272,6 +274,7 @@ def _install_torch() -> None:
     import torch.utils.dlpack
 
     _replace(torch.utils.dlpack, "to_dlpack", _flushing)
+    _replace(torch, "to_dlpack", _flushing)
     cuda = torch.cuda
     _replace(cuda, "synchronize", _flushing)
     targets: tuple[tuple[Any, tuple[str, ...]], ...] = (

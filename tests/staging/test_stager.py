@@ -235,3 +235,18 @@ def test_a_plain_copy_reads_the_host_bytes_before_it_returns(sim_off, gate):
     consumer.synchronize()
     assert _host(sim_off, out.tensors()[0]).tolist() == [1, 2, 3]
     held.release()
+
+
+def test_a_failed_copy_gives_its_slot_back(sim_cc):
+    st = H2DStager(sim_cc, slots=1, max_slots=1, wait_s=0.01)
+    good = st.backend.copy_to_device
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("uncorrectable ECC error")
+
+    st.backend.copy_to_device = broken  # type: ignore[method-assign]
+    with pytest.raises(StagingError):
+        st.stage([[1], [2]], torch.int64).tensors()
+    st.backend.copy_to_device = good  # type: ignore[method-assign]
+    again = st.stage([[3], [4]], torch.int64)
+    assert not again.passthrough and [_host(sim_cc, t).tolist() for t in again.tensors()] == [[3], [4]]
