@@ -245,8 +245,9 @@ def test_a_failed_copy_gives_its_slot_back(sim_cc):
         raise RuntimeError("uncorrectable ECC error")
 
     st.backend.copy_to_device = broken  # type: ignore[method-assign]
+    failed = st.stage([[1], [2]], torch.int64)  # still referenced: only the failure may free its slot
     with pytest.raises(StagingError):
-        st.stage([[1], [2]], torch.int64).tensors()
+        failed.tensors()
     st.backend.copy_to_device = good  # type: ignore[method-assign]
     again = st.stage([[3], [4]], torch.int64)
     assert not again.passthrough and [_host(sim_cc, t).tolist() for t in again.tensors()] == [[3], [4]]
