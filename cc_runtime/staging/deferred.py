@@ -53,7 +53,9 @@ class Collector:
         self.stager = stager
         self.is_target = is_target  # does a .to(device) target the stager's device?
         self.max_bytes = max_bytes
-        self.pending: list[tuple[Any, _Arena, int]] = []  # (placeholder, arena, offset in the arena)
+        # (placeholder, arena, offset in the arena, its segment in the slot); the segment is kept so the
+        # flush never asks a pending placeholder for metadata (each such call runs its Python handler).
+        self.pending: list[tuple[Any, _Arena, int, Segment]] = []
         self.views: list[Any] = []  # views of pending placeholders (pending too)
         self.arenas: list[_Arena] = []
         self.slot: Any = None  # the reserved staging slot the pending bytes are packed into
@@ -151,7 +153,8 @@ class Collector:
         raw = arena.buf[offset: offset + nbytes]
         placeholder = stager._dev((raw.view(host.dtype) if host.dtype != torch.uint8 else raw).view(host.shape))
         self._make_pending(placeholder)
-        self.pending.append((placeholder, arena, offset))
+        self.pending.append((placeholder, arena, offset,
+                             Segment(base + offset, nbytes, host.dtype, tuple(host.shape))))
         return placeholder
 
     def _make_pending(self, t: Any) -> None:
@@ -181,8 +184,7 @@ class Collector:
             backend = self.stager.backend
             stream = backend.current_stream()
             # Layout of the slot as packed: each arena at its base, so one D2D per arena fills it.
-            segs = tuple(Segment(a.base + off, p.numel() * p.element_size(), p.dtype, tuple(p.shape))
-                         for p, a, off in pending)
+            segs = tuple(seg for _p, _a, _o, seg in pending)
             staged = self.stager.cross(slot, Layout(segs, _align(cursor, ALIGN)))
             _ordered_after_arena_streams(arenas, backend, stream)
             staged.copy_regions([(a.buf, a.base, a.used) for a in arenas])
@@ -192,7 +194,7 @@ class Collector:
                 ev.record()
                 self.foreign.append(ev)
             plain = readers.rules()[0].__mro__[1]
-            for p, _a, _o in pending:
+            for p, _a, _o, _s in pending:
                 p.__class__ = plain
                 p.__dict__.pop("_cc_collector", None)
             for v in views:

@@ -257,8 +257,8 @@ def _replace(owner: Any, name: str, new: Any) -> None:
 
 def install() -> None:
     """Put the wrappers in place (idempotent; tvm-ffi once it is imported, which a later call catches)."""
-    if ("tvm_ffi", "done") in _installed and ("torch", "done") in _installed:
-        return
+    if ("torch", "done") in _installed and (("tvm_ffi", "done") in _installed or "tvm_ffi" not in sys.modules):
+        return  # every scope calls this: no lock on the common path
     with _install_lock:
         if ("torch", "done") not in _installed:
             _install_torch()
