@@ -96,7 +96,8 @@ exit flushes what is left before the builder returns, so nothing the builder pub
   ``write_req_to_token_pool_triton`` and the speculative ``gather_spec_extras`` through Triton).
 * tvm-ffi modules are loaded lazily, at their first call, after this patch applied: their functions
   are fetched through the wrapped ``tvm_ffi.Module`` accessors and flush before each call. A function
-  fetched before the patch applied would not flush: none of these is. ``async_h2d`` /
+  fetched earlier still flushes: tvm-ffi asks a placeholder's class for ``__tvm_ffi_object__``, which
+  flushes and waits for the fill before handing the tensor over. ``async_h2d`` /
   ``async_h2d_stack`` outside a scope make no placeholders (they stage and consume at once).
 * Readers on other threads see a placeholder only if the builder hands one over mid-scope (none does);
   torch ops there flush anyway (the placeholder class is not thread-local), as do DLPack exports,
