@@ -318,6 +318,10 @@ for _v in (
         "here: its CC decision, every patch's status and warnings such as a user-set upstream switch "
         "that disagrees with cc_runtime. Read it with `cc-runtime status`. Nothing is written off CC.",
         status_dir),
+    Var("CC_RUNTIME_STAGING_VERIFY", "0", "0|1",
+        "1 fills every deferred H2D placeholder, staging slot and staged output with a poison pattern "
+        "(0xA5 bytes) when it is made, so a read before its copy lands shows wrong values. For tests "
+        "and debugging; costs one device fill per buffer.", boolean),
     Var("CC_RUNTIME_BOOTSTRAP", "0", "0|1",
         "Internal, set by `import cc_runtime` (when CC is on, forced or emulated) and `cc-runtime "
         "launch`: the .pth bootstrap activates cc_runtime in every Python process that inherits it.",

@@ -6,8 +6,17 @@ with several small copies (``ScheduleBatch`` and ``ForwardBatch`` builders, samp
 some on the forward stream behind the forward still running (vLLM PR 52226 measured one forward of
 stall per such copy). 0.5.23 even turns pinning off under CC, so every such copy is synchronous.
 
-How (the patch points are listed below, per version; every change goes through PatchContext, so
-``cc_runtime.deactivate()`` restores the original objects):
+How (every change goes through PatchContext, so ``cc_runtime.deactivate()`` restores the original
+objects). The per-step host->device inputs, by builder (0.5.12 names; streams as SGLang issues them):
+``ScheduleBatch.prepare_for_extend`` copies ``input_ids``, ``seq_lens`` and ``orig_seq_lens`` (pinned,
+``non_blocking``, schedule stream); ``mem_cache`` ``alloc_for_extend`` the prefix / extend lengths and
+``req_pool_indices`` (pageable ``non_blocking``); ``SamplingBatchInfo.from_schedule_batch`` its sampling
+tensors (``torch.tensor(list, device=...)``); ``ScheduleBatch.filter_batch`` its keep-indices;
+``ForwardBatch.init_new`` the extend lengths, ``num_token_non_padded`` and the DP ``global_num_tokens``
+(forward stream, behind the forward queued before it). 0.5.23 routes many of these through
+``utils.common.async_h2d`` / ``async_h2d_stack``, which pin and copy ``non_blocking`` off CC and copy
+pageable and synchronous under CC (37 call sites), and leaves the prefill ``input_ids`` on the host
+(``prefill_input_ids_cpu``) for ``overlap_utils.resolve_forward_inputs`` to copy at forward entry.
 
 * ``sglang.h2d_staging`` (0.5.12 - 0.5.22): the batch builders run inside
   :func:`cc_runtime.staging.deferred.deferred_h2d`: ``ScheduleBatch.prepare_for_extend`` (which calls
@@ -15,7 +24,8 @@ How (the patch points are listed below, per version; every change goes through P
   ``filter_batch``, ``merge_batch``, ``get_model_worker_batch``, ``ForwardBatch.init_new`` and
   ``SamplingBatchInfo.from_schedule_batch`` (also called by the scheduler on its own). Each
   fresh device tensor made from host data (``host.to(dev)``, ``torch.tensor(data, device=dev)``) is a
-  placeholder until the first op that reads it (or the builder's end); then all pending ones cross
+  placeholder (its host bytes packed at the call) until anything could read it (or the builder's end:
+  see the readers below); then all pending ones cross
   together: one packed copy on the stager's idle side stream, the current stream waits on its event,
   one device->device copy fills the placeholders. A builder that makes its inputs before it uses them
   crosses once.
@@ -70,6 +80,33 @@ Sites still copying on their own, and why:
 * 0.5.12 - 0.5.22: code outside the wrapped builders (speculative workers, disaggregation, LoRA
   managers) copies as upstream does.
 
+Deferred sites and their readers. A placeholder exists only inside a wrapped builder's scope; every
+reader below flushes it first (how each is caught: :mod:`cc_runtime.staging.readers`), and the scope's
+exit flushes what is left before the builder returns, so nothing the builder publishes is unfilled:
+
+* 0.5.12 - 0.5.22, the builders listed under ``sglang.h2d_staging``: torch ops on the inputs (gathers,
+  ``cumsum``, comparisons, ``.tolist()``; the scope's mode, any nesting depth); Triton launches, which
+  read ``data_ptr()``: ``write_req_to_token_pool_triton`` in ``alloc_for_extend`` on Triton-capable
+  backends, ``compute_position_triton`` in ``init_new``; ``sgl_kernel`` ops (``torch.ops``, seen by
+  the mode); one tvm-ffi JIT kernel: ``init_new``'s decode positions on CUDA
+  (``sglang.jit_kernel.clamp_position``: ``module.clamp_position(dst, seq_lens)`` after a
+  ``torch.empty_like`` of the same tensor).
+* 0.5.23, the same builders plus ``resolve_forward_inputs``: the same readers (the kernels now live in
+  ``sglang.kernels.ops``: ``clamp_position`` through tvm-ffi, ``compute_position_triton``,
+  ``write_req_to_token_pool_triton`` and the speculative ``gather_spec_extras`` through Triton).
+* tvm-ffi modules are loaded lazily, at their first call, after this patch applied: their functions
+  are fetched through the wrapped ``tvm_ffi.Module`` accessors and flush before each call. A function
+  fetched earlier still flushes: tvm-ffi asks a placeholder's class for ``__tvm_ffi_object__``, which
+  flushes and waits for the fill before handing the tensor over. ``async_h2d`` /
+  ``async_h2d_stack`` outside a scope make no placeholders (they stage and consume at once).
+* Readers on other threads see a placeholder only if the builder hands one over mid-scope (none does);
+  torch ops there flush anyway (the placeholder class is not thread-local), as do DLPack exports,
+  tvm-ffi calls and stream / event synchronisation from any thread.
+
+With ``CC_RUNTIME_STAGING_VERIFY=1`` every placeholder is poisoned when made; the CPU tests run both
+versions' builder chains that way and compare every tensor any op or kernel stand-in read with the
+unpatched run (tests/staging/test_staging_reads_upstream.py).
+
 Related: vLLM PR 52226 (``StagedH2DCopier``, not merged); no SGLang release stages inputs. Future: an
 upstream batched-H2D primitive would make this a version-gated no-op.
 """
@@ -81,6 +118,9 @@ import threading
 from typing import Any
 
 from ..patching import Patch, PatchContext
+from .sglang_staging_state import STATE, _device_of, _key, _safe_stager, _targets, bind, stager_for
+
+__all__ = ["PATCHES", "STATE", "bind", "stager_for"]
 
 log = logging.getLogger("cc_runtime.patches.sglang_staging")
 
@@ -94,89 +134,7 @@ REQUIRED_BUILDERS = ("prepare_for_extend", "prepare_for_decode")
 OPTIONAL_BUILDERS = ("filter_batch", "merge_batch", "get_model_worker_batch")
 
 
-class _State:
-    """Stagers by device (one per device per process), shared by every wrapped builder."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.stagers: dict[str, Any] = {}
-        self.failed: set[str] = set()
-
-    def reset(self) -> None:
-        with self.lock:
-            self.stagers.clear()
-            self.failed.clear()
-
-
-STATE = _State()
-
-
-def _key(device: Any) -> str | None:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        return None
-    if dev.type == "cuda" and dev.index is None:
-        return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else None
-    return str(dev)
-
-
-def bind(device: Any, backend: Any) -> Any:
-    """Use ``backend`` (a SimDevice stand-in, a device module) for copies to ``device``; returns the stager."""
-    from ..staging import H2DStager
-
-    key = _key(device)
-    if key is None:
-        raise ValueError(f"not a torch device: {device!r}")
-    stager = H2DStager(backend, cc=True)
-    with STATE.lock:
-        STATE.stagers[key] = stager
-        STATE.failed.discard(key)
-    return stager
-
-
-def stager_for(device: Any) -> Any:
-    """The stager for ``device`` (made on first use), or None where staging does not apply."""
-    key = _key(device)
-    if key is None:
-        return None
-    stager = STATE.stagers.get(key)
-    if stager is not None or key in STATE.failed or key == "cpu":
-        return stager
-    with STATE.lock:
-        stager = STATE.stagers.get(key)
-        if stager is None and key not in STATE.failed:
-            try:
-                from ..staging import H2DStager
-
-                stager = H2DStager(key, cc=True)
-                STATE.stagers[key] = stager
-                log.info("cc_runtime: H2D input staging active on %s", key)
-            except Exception as exc:  # noqa: BLE001 - no staging: upstream's own copies
-                STATE.failed.add(key)
-                log.warning("cc_runtime: H2D staging unavailable on %s (%s); SGLang copies inputs itself",
-                            key, exc)
-    return stager
-
-
-def _targets(key: str) -> Any:
-    def is_target(device: Any) -> bool:
-        return _key(device) == key
-
-    return is_target
-
-
-def _device_of(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    # A classmethod's instance is the class: its ``device`` is a dataclass default, not this batch's.
-    dev = None if isinstance(instance, type) else getattr(instance, "device", None)
-    if dev is None:  # ForwardBatch.init_new(batch, model_runner) / resolve_forward_inputs(batch, ...)
-        for a in (*args, *kwargs.values()):
-            dev = getattr(a, "device", None)
-            if dev is not None and not callable(dev):
-                break
-    return dev
+_warned_sites: set[str] = set()
 
 
 def _in_scope(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -188,7 +146,10 @@ def _in_scope(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         device = _device_of(instance, args, kwargs)
         stager = stager_for(device) if device is not None else None
     except Exception as exc:  # noqa: BLE001 - never break the step over staging
-        log.warning("cc_runtime: H2D staging skipped for %s: %s", getattr(wrapped, "__name__", wrapped), exc)
+        site = str(getattr(wrapped, "__qualname__", None) or getattr(wrapped, "__name__", repr(wrapped)))
+        if site not in _warned_sites:  # once per site, not once per step
+            _warned_sites.add(site)
+            log.warning("cc_runtime: H2D staging skipped for %s: %s (logged once for this site)", site, exc)
         stager = None
     if stager is None:
         return wrapped(*args, **kwargs)
@@ -336,13 +297,6 @@ def _staged_async_h2d_stack(original: Any) -> Any:
     return async_h2d_stack
 
 
-def _safe_stager(device: Any) -> Any:
-    try:
-        return stager_for(device)
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def _wrap_builders(ctx: PatchContext, extend: Any = _extend) -> list[str]:
     import importlib
 
@@ -363,6 +317,10 @@ def _wrap_builders(ctx: PatchContext, extend: Any = _extend) -> list[str]:
         ctx.wrap(sbi, "from_schedule_batch", _in_scope)
         wrapped.append("SamplingBatchInfo.from_schedule_batch")
     ctx.on_revert(STATE.reset)
+    from ..staging import readers
+
+    readers.install()  # before SGLang loads its tvm-ffi kernels, so their functions flush first
+    ctx.on_revert(readers.uninstall)
     return wrapped
 
 

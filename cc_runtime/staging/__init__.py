@@ -5,6 +5,7 @@ stager in one crossing (used by the SGLang patches). Imports nothing heavy: torc
 the functions that need it.
 """
 
-from .stager import H2DStager, StagedInputs, StagingError, host_tensors
+from .inputs import StagedInputs, StagingError, host_tensors
+from .stager import H2DStager
 
 __all__ = ["H2DStager", "StagedInputs", "StagingError", "host_tensors"]

@@ -154,7 +154,7 @@ def _documented(name, value):
         return value in ("auto", "globaltimer", "cuda_event")
     if name == "CC_RUNTIME_LOG_LEVEL":
         return value in ("DEBUG", "INFO", "WARNING", "ERROR")
-    if name in ("CC_RUNTIME_DISABLE", "CC_RUNTIME_STRICT", "CC_RUNTIME_BOOTSTRAP"):
+    if name in ("CC_RUNTIME_DISABLE", "CC_RUNTIME_STRICT", "CC_RUNTIME_BOOTSTRAP", "CC_RUNTIME_STAGING_VERIFY"):
         return isinstance(value, bool)
     if name == "CC_RUNTIME_SHUTDOWN_TIMEOUT_S":
         return isinstance(value, float) and 0 < value <= 3600

@@ -51,3 +51,22 @@ def test_classmethod_builders_take_the_device_from_their_arguments(sim_cc):
 
     batch = SimpleNamespace(device="cpu", lens=[5], pool=[6])
     assert sglang_staging._device_of(Info, (batch,), {}) == "cpu"
+
+
+def test_a_failing_device_lookup_is_logged_once_per_site_not_once_per_step(monkeypatch, caplog):
+    def broken(*_a, **_k):
+        raise RuntimeError("device lookup failed")
+
+    monkeypatch.setattr(sglang_staging, "_device_of", broken)
+    monkeypatch.setattr(sglang_staging, "_warned_sites", set(), raising=False)
+
+    def other_builder(batch):
+        return batch
+
+    batch = SimpleNamespace(device="cpu", lens=[1], pool=[0])
+    with caplog.at_level("WARNING", logger="cc_runtime.patches.sglang_staging"):
+        for _ in range(5):  # five steps
+            sglang_staging._in_scope(_builder, None, (batch,), {})
+            sglang_staging._in_scope(other_builder, None, (batch,), {})
+    warnings = [r.getMessage() for r in caplog.records if "staging skipped" in r.getMessage()]
+    assert len(warnings) == 2 and "_builder" in warnings[0] and "other_builder" in warnings[1]

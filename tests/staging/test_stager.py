@@ -158,14 +158,19 @@ def test_device_tensors_are_refused():
 
 
 def test_concurrent_stagers_keep_every_stage_separate(sim_cc):
+    """Two threads stage three inputs at a time, so every call goes through the ring (one input on an
+    idle stream would pass straight through) and the two threads share its two slots."""
     st = H2DStager(sim_cc, slots=2, max_slots=2)
     errors = []
 
     def worker(k: int) -> None:
-        for i in range(20):
-            out = st.copy([[k * 100 + i] * 3], torch.int64)
-            got = _host(sim_cc, out[0]).tolist()
-            if got != [k * 100 + i] * 3:
+        for i in range(10):
+            v = k * 100 + i
+            staged = st.stage([[v] * 3, [v + 0.5], torch.tensor([v], dtype=torch.int32)],
+                              [torch.int64, torch.float32, None])
+            out = staged.tensors()
+            got = [_host(sim_cc, t).tolist() for t in out]
+            if got != [[v] * 3, [v + 0.5], [v]]:
                 errors.append((k, i, got))
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
@@ -174,6 +179,32 @@ def test_concurrent_stagers_keep_every_stage_separate(sim_cc):
     for t in threads:
         t.join(60)
     assert not errors
+    assert (st.staged, st.passed_through) == (20, 0)
+
+
+@pytest.mark.parametrize("n", [3, 5, 9])
+def test_stage_several_then_read_in_any_order_each_gets_its_own_bytes(sim_cc, n):
+    st = H2DStager(sim_cc, wait_s=0.01)  # default 2 slots, up to 8: the 9th waits, then copies plainly
+    staged = [st.stage([[k] * 4, [k + 0.25]], [torch.int64, torch.float32]) for k in range(n)]
+    order = list(range(n))[1::2] + list(range(n))[::-2]
+    for k in order:
+        got = staged[k].views() if k % 2 else staged[k].tensors()
+        assert [_host(sim_cc, t).tolist() for t in got] == [[k] * 4, [k + 0.25]], f"stage {k} read other bytes"
+        staged[k].release()
+    assert st.staged + st.passed_through == n and st.slots <= st.max_slots
+    assert st.passed_through == max(0, n - st.max_slots)
+
+
+def test_a_slot_stays_reserved_until_its_inputs_are_consumed(sim_cc):
+    st = H2DStager(sim_cc, slots=1, max_slots=1, wait_s=0.01)
+    first = st.stage([[1, 1], [2]], torch.int64)
+    second = st.stage([[3, 3], [4]], torch.int64)  # the only slot is still first's: a plain copy
+    assert second.passthrough and st.passed_through == 1
+    assert [_host(sim_cc, t).tolist() for t in first.views()] == [[1, 1], [2]]
+    first.release()
+    third = st.stage([[5, 5], [6]], torch.int64)
+    assert not third.passthrough
+    assert [_host(sim_cc, t).tolist() for t in third.tensors()] == [[5, 5], [6]]
 
 
 def test_host_buffer_is_not_repacked_while_its_copy_is_still_queued(sim_off, gate):
@@ -187,3 +218,36 @@ def test_host_buffer_is_not_repacked_while_its_copy_is_still_queued(sim_off, gat
     gate.open()
     consumer.synchronize()
     assert (a[0].tolist(), b[0].tolist()) == ([1, 1, 1], [2, 2, 2])
+
+
+def test_a_plain_copy_reads_the_host_bytes_before_it_returns(sim_off, gate):
+    """Pass-through and fall-back copies, like staged ones, leave the caller free to reuse its host tensor."""
+    st = H2DStager(sim_off, cc=True, slots=1, max_slots=1, wait_s=0.01)
+    consumer = sim_off.Stream(name="consumer")
+    host = torch.tensor([1, 2, 3])
+    with sim_off.stream(consumer):
+        sim_off.launch(gate.wait, 0.0)  # a queued copy would read the host tensor only after this
+        held = st.stage([[0], [0]], torch.int64)  # holds the only slot: the next stage falls back
+        out = st.stage([host, [7]], [None, torch.int64])
+        host.fill_(-1)
+    assert out.passthrough and st.fallbacks == 1
+    gate.open()
+    consumer.synchronize()
+    assert _host(sim_off, out.tensors()[0]).tolist() == [1, 2, 3]
+    held.release()
+
+
+def test_a_failed_copy_gives_its_slot_back(sim_cc):
+    st = H2DStager(sim_cc, slots=1, max_slots=1, wait_s=0.01)
+    good = st.backend.copy_to_device
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("uncorrectable ECC error")
+
+    st.backend.copy_to_device = broken  # type: ignore[method-assign]
+    failed = st.stage([[1], [2]], torch.int64)  # still referenced: only the failure may free its slot
+    with pytest.raises(StagingError):
+        failed.tensors()
+    st.backend.copy_to_device = good  # type: ignore[method-assign]
+    again = st.stage([[3], [4]], torch.int64)
+    assert not again.passthrough and [_host(sim_cc, t).tolist() for t in again.tensors()] == [[3], [4]]
