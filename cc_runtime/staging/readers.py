@@ -90,12 +90,13 @@ def quiet() -> Iterator[None]:
         _tls.quiet -= 1
 
 
-def flush_all() -> None:
-    """Flush every open scope's pending copies (a reader the scopes cannot attribute is about to run)."""
+def flush_all(thread: int | None = None) -> None:
+    """Flush every open scope's pending copies (a reader the scopes cannot attribute is about to run);
+    with ``thread``, only the scopes that thread opened."""
     if not _active or int(getattr(_tls, "quiet", 0)):
         return
     with _active_lock:
-        collectors = list(_active)
+        collectors = [c for c in _active if thread is None or c.owner == thread]
     for c in collectors:
         if c.pending:
             c.flush()
@@ -230,8 +231,14 @@ def _flushing(fn: Any) -> Any:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # A sync, record or capture makes the calling thread's own queued work visible; it is what a
+        # reader on this thread does before reading device memory behind torch's back. Another thread's
+        # scope is not flushed here: its placeholders reach this thread only as tensors, and any op,
+        # data_ptr or DLPack export of one flushes its scope from whichever thread (the Pending class).
+        # Flushing every scope on every sync split steps in two when the readback worker or a simulated
+        # stream synchronised while the scheduler built a step (an extra crossing under CC).
         if _active:
-            flush_all()
+            flush_all(threading.get_ident())
         return fn(*args, **kwargs)
 
     wrapper.__cc_flushing__ = fn  # type: ignore[attr-defined]
