@@ -32,8 +32,14 @@ from loading.checkpoints import make_checkpoint, same_bytes  # noqa: E402
 def sim(monkeypatch: pytest.MonkeyPatch):
     from cc_runtime.patches import sglang_loading as sl
 
+    from cc_runtime.patching import device as device_check
+
     dev = SimDevice("h100", name="sim-load")
     monkeypatch.setattr(sl, "DEVICE_FOR_TESTS", dev)
+    # The simulated device plays the GPU here, whatever SGLang server args an earlier test published
+    # (a CPU model build publishes device cpu, which would make the patch not applicable).
+    monkeypatch.setattr(device_check, "serving_device",
+                        lambda argv=None: ("cuda", "test stand-in: the simulated device plays the GPU"))
     yield dev
     dev.shutdown(timeout=5)
 
