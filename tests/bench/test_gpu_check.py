@@ -239,7 +239,9 @@ def test_a_benchmark_killed_at_its_cap_leaves_what_it_measured_marked_incomplete
     assert doc["complete"] is False and doc["summary"] == {}
     assert record["json_complete"] is False and record["measured_records"] == len(doc["measured"]) > 0
     assert {m["arm"] for m in doc["measured"]} >= {"cc_off", "cc_inline"}
-    assert doc["progress"]["loop"] == "readback" and doc["progress"]["done"] >= len(doc["measured"])
+    # progress counts a run as done when the loop moves on; a kill between a run's record and that step
+    # leaves one record ahead of it
+    assert doc["progress"]["loop"] == "readback" and doc["progress"]["done"] >= len(doc["measured"]) - 1
 
 
 # -- the rehearsal: the whole check on the simulated device ----------------------------------------------
