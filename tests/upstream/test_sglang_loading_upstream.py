@@ -31,7 +31,6 @@ from loading.checkpoints import make_checkpoint, same_bytes  # noqa: E402
 @pytest.fixture
 def sim(monkeypatch: pytest.MonkeyPatch):
     from cc_runtime.patches import sglang_loading as sl
-
     from cc_runtime.patching import device as device_check
 
     dev = SimDevice("h100", name="sim-load")
