@@ -71,10 +71,13 @@ def test_against_published_reports_a_row_per_figure_with_its_source(result) -> N
     for r in result["rows"]:
         assert r["source"] and r["hardware"] and r["method"]
         assert r["rel_error"] is None or r["measured_spread"]["n"] >= 1  # None: no usable repetition (load)
-    counted = [r for r in result["rows"] if r["in_max"] and r["rel_error"] is not None]
-    fit = [r["rel_error"] for r in counted if r["fit_by"] != "holdout"]
-    holdout = [r["rel_error"] for r in counted if r["fit_by"] == "holdout"]
-    assert s["max_rel_error_vs_published_fit"] == max(fit) and s["max_rel_error_vs_published_holdout"] == max(holdout)
+    # Each maximum is a spread over the suite's repetitions of that repetition's largest error.
+    for key, want_fit in (("max_rel_error_vs_published_fit", True), ("max_rel_error_vs_published_holdout", False)):
+        chosen = [r for r in result["rows"] if r["in_max"] and (r["fit_by"] != "holdout") == want_fit]
+        figs = {f["id"]: f for f in published.load_figures()}
+        per_rep = [max(published.rel_error(e, figs[r["id"]]) for r in chosen if (e := r["estimates"][i]) is not None)
+                   for i in range(len(chosen[0]["estimates"]))]
+        assert s[key] == {"median": pytest.approx(sorted(per_rep)[1]), "min": min(per_rep), "max": max(per_rep), "n": 3}
     assert result["environment"]["device_kind"] == "simulated" and "max_rel_error_vs_profile" not in s
     ce = s["charge_error_us"]
     assert set(ce) == {"median", "min", "max", "n"} and ce["n"] == 5
