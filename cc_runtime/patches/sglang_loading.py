@@ -28,9 +28,14 @@ No ``weight_loader`` seen in the tests reads host memory from the yielded tensor
 (``.numpy()``, ``.tolist()`` of a whole tensor) would read device memory back: exclude this patch
 with ``CC_RUNTIME_PATCHES`` and report it.
 
-Tensor parallelism: every rank reads and moves whole tensors, as upstream does (its weight_loaders
-narrow on the device). ``ChunkedLoader(rows=...)`` can read only a rank's dim-0 rows where they are a
-contiguous byte range; mapping checkpoint names to each parameter's shard is not done here yet.
+Tensor parallelism (TP world size > 1, see :mod:`.sglang_loading_rows`): before the real load, the
+model's real ``load_weights`` runs once on data-less tracers with every write suppressed; a tensor
+whose only use was one dim-0 ``narrow`` copied into a parameter (column-parallel, merged gate/up and
+QKV shards, vocab-parallel embedding and LM head) crosses as those rows only, handed out at its full
+shape with the rows in place and the rest poisoned, so the same ``weight_loader`` narrows the same
+rows. Every other tensor crosses whole, as upstream: row-parallel weights (split along dim 1),
+replicated tensors, fused checkpoint tensors split several times, and everything when the trace
+fails (one log line). Verified byte-identical to upstream on SGLang's real Llama at TP=2, both ranks.
 
 Related upstream: none (no engine has a CC-aware loader; fastsafetensors' GPUDirect Storage is
 unavailable under CC).

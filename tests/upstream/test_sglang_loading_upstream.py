@@ -319,13 +319,15 @@ def tp_rank(monkeypatch: pytest.MonkeyPatch) -> Any:
                                          attn_tp_group=g, moe_tp_size=2):
                 yield
             return
+        getters = {"get_tensor_model_parallel_world_size": 2, "get_tensor_model_parallel_rank": rank,
+                   "get_attention_tp_size": 2, "get_attention_tp_rank": rank, "get_attention_dp_size": 1,
+                   "get_attention_dp_rank": 0, "get_local_attention_dp_size": 1, "get_local_attention_dp_rank": 0}
         with pytest.MonkeyPatch.context() as mp:
             for mod in list(sys.modules.values()):
                 if getattr(mod, "__name__", "").startswith("sglang.srt."):
-                    if hasattr(mod, "get_tensor_model_parallel_world_size"):
-                        mp.setattr(mod, "get_tensor_model_parallel_world_size", lambda: 2)
-                    if hasattr(mod, "get_tensor_model_parallel_rank"):
-                        mp.setattr(mod, "get_tensor_model_parallel_rank", lambda rank=rank: rank)
+                    for getter, value in getters.items():
+                        if hasattr(mod, getter):
+                            mp.setattr(mod, getter, lambda value=value: value)
             yield
 
     return scope
