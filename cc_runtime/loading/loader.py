@@ -15,7 +15,8 @@ Three parties, so that reading, crossing and handing out overlap:
 
 Memory, all bounded: ``host_slots`` pinned host chunks and ``device_slots`` device chunks of
 ``chunk_bytes`` each (defaults 2 and 2), plus the output tensor being assembled when one is larger
-than a chunk. Tensors already handed out belong to the caller.
+than a chunk. Tensors already handed out belong to the caller. With ``rows_in_place`` a row-selected
+tensor's output is its full size (as a whole-tensor load's), though only its rows are read and moved.
 
 Errors: every header is checked before any byte moves (see :mod:`.header`). A failure while reading or
 copying a chunk is raised by the iterator where the first tensor of that chunk would be handed out,
@@ -75,18 +76,23 @@ class ChunkedLoader:
     allocation instead of one each); every larger tensor gets a buffer of its own. Either way the
     buffer is new and never reused by the loader; a caller keeping one grouped tensor keeps its group
     (at most a chunk) alive.
+
+    ``rows_in_place``: each row-selected tensor is handed out at its full shape, the kept rows at their
+    own offset and every other byte ``POISON`` (a device fill, nothing crosses for it), for callers that
+    narrow what they get themselves; anything reading outside the rows sees values that are visibly
+    wrong rather than plausibly stale.
     """
 
     def __init__(self, source: Any, device: Any = None, *, chunk_mb: int | None = None,
                  chunk_bytes: int | None = None, host_slots: int = 2, device_slots: int = 2,
                  names: Sequence[str] | None = None, rows: Mapping[str, tuple[int, int]] | None = None,
-                 group_below: int = 1 << 20) -> None:
+                 group_below: int = 1 << 20, rows_in_place: bool = False) -> None:
         self.files = resolve_files(source)
         self.indexes: list[FileIndex] = [read_header(p) for p in self.files]
         if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
             check_index(os.fspath(source), self.indexes)
         self.chunk_bytes = int(chunk_bytes) if chunk_bytes is not None else chunk_bytes_setting(chunk_mb)
-        self.plan: Plan = make_plan(self.indexes, self.chunk_bytes, names, rows)
+        self.plan: Plan = make_plan(self.indexes, self.chunk_bytes, names, rows, rows_in_place)
         for w in self.plan.wanted:
             if torch_dtype(w.dtype) is None:
                 raise CheckpointError(w.path, f"dtype {w.dtype} has no torch dtype in this torch", w.name)
@@ -144,9 +150,9 @@ class ChunkedLoader:
                     for p in run:
                         out = outputs.get(p.key)
                         if out is None:
-                            out = outputs[p.key] = tr.empty(plan.wanted[p.key].nbytes)
-                        tr.d2d(out[p.tensor_offset:p.tensor_offset + p.nbytes],
-                               dslot.buf[p.chunk_offset:p.chunk_offset + p.nbytes])
+                            out = outputs[p.key] = _new_output(tr, plan.wanted[p.key])
+                        at = plan.wanted[p.key].out_offset + p.tensor_offset
+                        tr.d2d(out[at:at + p.nbytes], dslot.buf[p.chunk_offset:p.chunk_offset + p.nbytes])
                 done = tr.record()
                 dslot.event = done
                 free_dev.put(dslot)
@@ -154,8 +160,8 @@ class ChunkedLoader:
                     w = plan.wanted[key]
                     buf = outputs.pop(key, None)
                     if buf is None:
-                        buf = tr.empty(0)
-                    t = tr.finish(buf.view(torch_dtype(w.dtype)).view(w.shape))
+                        buf = _new_output(tr, w)
+                    t = tr.finish(buf.view(torch_dtype(w.dtype)).view(w.hand_out_shape))
                     tr.hand_over(t, done)
                     yield w.name, t
         finally:
@@ -236,7 +242,7 @@ def _runs(chunk: Chunk, plan: Plan, limit: int) -> list[list[Piece]]:
     cur: list[Piece] = []
     for p in chunk.pieces:
         w = plan.wanted[p.key]
-        small = 0 < p.nbytes < limit and p.tensor_offset == 0 and p.nbytes == w.nbytes
+        small = 0 < p.nbytes < limit and p.tensor_offset == 0 and p.nbytes == w.nbytes and not w.partial
         if small and cur:
             last = cur[-1]
             if (last.chunk_offset + last.nbytes == p.chunk_offset
@@ -253,6 +259,30 @@ def _runs(chunk: Chunk, plan: Plan, limit: int) -> list[list[Piece]]:
     if cur:
         runs.append(cur)
     return runs
+
+
+#: Fills what an in-place row-selected tensor does not read: finite and nonzero in every float format
+#: (bf16 -2.9e-16, fp16 -0.022, fp8 e4m3 -0.2), a repeated byte no real weight holds throughout, so a
+#: reader outside the rows shows up in any byte compare instead of passing on stale memory.
+POISON = 0xA5
+
+
+def _new_output(tr: Any, w: Any) -> Any:
+    """The output buffer of one tensor; poisoned first where only some of its rows will be written.
+    The fill runs on the D2D stream (or the simulated device's), so it is ordered before the copies."""
+    buf = tr.empty(w.hand_out_nbytes)
+    if not w.partial:
+        return buf
+    sim = getattr(tr, "sim", None)
+    stream = getattr(tr, "d2d_stream", None)
+    if sim is not None:
+        sim.launch(lambda: buf.fill_(POISON), stream=stream, kind="memory", label="poison", inline_if_idle=True)
+    elif stream is not None and getattr(tr, "name", "") == "cuda":
+        with tr.torch.cuda.stream(stream):
+            buf.fill_(POISON)
+    else:
+        buf.fill_(POISON)
+    return buf
 
 
 def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:

@@ -8,13 +8,16 @@ bytes from ``F`` files in chunks of ``C`` bytes makes at most ``ceil(B / C) + F`
 Row selection (tensor parallelism): a tensor whose kept rows are ``[start, stop)`` of dimension 0 is a
 contiguous byte range, so only those rows are read and moved. Any other shard is not a contiguous
 range: such a tensor is read whole and the caller narrows it on the device (as upstream does).
+With ``in_place``, a row-selected tensor is handed out at its full shape with the kept rows at their
+own offset (the rest poisoned by the loader), for callers that narrow what they are given themselves
+(SGLang's weight_loaders); only the kept rows are read and moved either way.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .header import CheckpointError, FileIndex
 
@@ -33,6 +36,23 @@ class Wanted:
     begin: int  # absolute file offset of the first byte wanted
     nbytes: int
     rows: tuple[int, int] | None = None  # the dim-0 rows kept, when a selection was given
+    #: In place: the full tensor is handed out, ``nbytes`` read go at ``out_offset`` of ``out_nbytes``.
+    out_shape: tuple[int, ...] | None = None
+    out_offset: int = 0
+    out_nbytes: int | None = None
+
+    @property
+    def hand_out_shape(self) -> tuple[int, ...]:
+        return self.out_shape if self.out_shape is not None else self.shape
+
+    @property
+    def hand_out_nbytes(self) -> int:
+        return self.out_nbytes if self.out_nbytes is not None else self.nbytes
+
+    @property
+    def partial(self) -> bool:
+        """Handed out larger than what is read: the bytes outside the rows are not the file's."""
+        return self.hand_out_nbytes != self.nbytes
 
 
 @dataclass(frozen=True)
@@ -76,8 +96,9 @@ class Plan:
 
 
 def select(indexes: Iterable[FileIndex], names: Iterable[str] | None = None,
-           rows: Mapping[str, tuple[int, int]] | None = None) -> list[Wanted]:
-    """The tensors to load, in file order. ``names``: only these (None: all); ``rows``: dim-0 row ranges."""
+           rows: Mapping[str, tuple[int, int]] | None = None, in_place: bool = False) -> list[Wanted]:
+    """The tensors to load, in file order. ``names``: only these (None: all); ``rows``: dim-0 row ranges
+    (``in_place``: handed out at full shape, see the module docstring)."""
     keep = None if names is None else set(names)
     rows = rows or {}
     out: list[Wanted] = []
@@ -93,8 +114,11 @@ def select(indexes: Iterable[FileIndex], names: Iterable[str] | None = None,
             if not t.shape or not 0 <= start <= stop <= t.shape[0]:
                 raise CheckpointError(ix.path, f"rows [{start}, {stop}) outside shape {list(t.shape)}", t.name)
             row_bytes = t.nbytes // t.shape[0] if t.shape[0] else 0
-            out.append(Wanted(len(out), t.name, ix.path, t.dtype, (stop - start, *t.shape[1:]),
-                              t.begin + start * row_bytes, (stop - start) * row_bytes, (start, stop)))
+            w = Wanted(len(out), t.name, ix.path, t.dtype, (stop - start, *t.shape[1:]),
+                       t.begin + start * row_bytes, (stop - start) * row_bytes, (start, stop))
+            if in_place:
+                w = replace(w, out_shape=t.shape, out_offset=start * row_bytes, out_nbytes=t.nbytes)
+            out.append(w)
     if keep is not None:
         missing = keep - {w.name for w in out}
         if missing:
@@ -104,10 +128,10 @@ def select(indexes: Iterable[FileIndex], names: Iterable[str] | None = None,
 
 
 def make_plan(indexes: list[FileIndex], chunk_bytes: int, names: Iterable[str] | None = None,
-              rows: Mapping[str, tuple[int, int]] | None = None) -> Plan:
+              rows: Mapping[str, tuple[int, int]] | None = None, in_place: bool = False) -> Plan:
     if chunk_bytes <= 0:
         raise ValueError(f"chunk_bytes must be > 0, got {chunk_bytes}")
-    wanted = select(indexes, names, rows)
+    wanted = select(indexes, names, rows, in_place)
     chunks: list[Chunk] = []
     cur: Chunk | None = None
     for w in wanted:

@@ -28,9 +28,14 @@ No ``weight_loader`` seen in the tests reads host memory from the yielded tensor
 (``.numpy()``, ``.tolist()`` of a whole tensor) would read device memory back: exclude this patch
 with ``CC_RUNTIME_PATCHES`` and report it.
 
-Tensor parallelism: every rank reads and moves whole tensors, as upstream does (its weight_loaders
-narrow on the device). ``ChunkedLoader(rows=...)`` can read only a rank's dim-0 rows where they are a
-contiguous byte range; mapping checkpoint names to each parameter's shard is not done here yet.
+Tensor parallelism (TP world size > 1, see :mod:`.sglang_loading_rows`): before the real load, the
+model's real ``load_weights`` runs once on data-less tracers with every write suppressed; a tensor
+whose only use was one dim-0 ``narrow`` copied into a parameter (column-parallel, merged gate/up and
+QKV shards, vocab-parallel embedding and LM head) crosses as those rows only, handed out at its full
+shape with the rows in place and the rest poisoned, so the same ``weight_loader`` narrows the same
+rows. Every other tensor crosses whole, as upstream: row-parallel weights (split along dim 1),
+replicated tensors, fused checkpoint tensors split several times, and everything when the trace
+fails (one log line). Verified byte-identical to upstream on SGLang's real Llama at TP=2, both ranks.
 
 Related upstream: none (no engine has a CC-aware loader; fastsafetensors' GPUDirect Storage is
 unavailable under CC).
@@ -110,15 +115,28 @@ def _device() -> Any:
 def _iterator(name: str, original: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
     def iterator(hf_weights_files: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
         why = _why_not(hf_weights_files)
+        trace = getattr(_local, "tracing", None)
+        if trace is not None:
+            from ..loading.tp_rows import Untraceable
+            from .sglang_loading_rows import tracers
+
+            if why is not None:  # upstream would read real data into the model being traced
+                raise Untraceable(f"{name}: {why}")
+            _local.served = True
+            return tracers(trace, sorted(str(f) for f in hf_weights_files))
         if why is not None:
             _decide("upstream", f"{name}: {why}")
             return original(hf_weights_files, *args, **kwargs)
         from ..loading import ChunkedLoader
+        from .sglang_loading_rows import rows_for, summary
 
         files = sorted(str(f) for f in hf_weights_files)
-        loader = ChunkedLoader(files, _device())  # headers checked here, before anything is yielded
+        rows = rows_for(_local, files)
+        # headers checked here, before anything is yielded
+        loader = ChunkedLoader(files, _device(), rows=rows or None, rows_in_place=True)
         _decide("cc_runtime", f"{name}: {len(files)} file(s), {loader.nbytes} bytes in "
-                              f"{len(loader.plan.chunks)} chunk(s) of {loader.chunk_bytes >> 20} MiB")
+                              f"{len(loader.plan.chunks)} chunk(s) of {loader.chunk_bytes >> 20} MiB"
+                              + (f"; {summary(loader)}" if rows else ""))
         return iter(loader)
 
     iterator.__name__ = name
@@ -129,8 +147,15 @@ def _iterator(name: str, original: Callable[..., Iterator[Any]]) -> Callable[...
 def _mark_caller(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     prev = getattr(_local, "loader", None)
     _local.loader = instance
+    _local.served = False
     try:
-        return wrapped(*args, **kwargs)
+        out = wrapped(*args, **kwargs)
+        if getattr(_local, "tracing", None) is not None and not _local.served:
+            from ..loading.tp_rows import Untraceable
+
+            # Another iterator (pt, fastsafetensors, npcache) would feed real data to the trace.
+            raise Untraceable("a weights iterator other than the patched safetensors ones")
+        return out
     finally:
         _local.loader = prev
 
@@ -150,6 +175,12 @@ def _apply(ctx: PatchContext) -> None:
         if callable(original):
             ctx.replace(wu, name, _iterator(name, original), rebind=True)
     ctx.wrap(default, "_get_weights_iterator", _mark_caller)
+    if callable(getattr(default, "_get_all_weights", None)):
+        from .sglang_loading_rows import _logged as rows_logged
+        from .sglang_loading_rows import trace_all_weights
+
+        ctx.wrap(default, "_get_all_weights", trace_all_weights(_local, sglang_device_is_cuda))
+        ctx.on_revert(rows_logged.clear)
     ctx.on_revert(_logged.clear)
 
 

@@ -206,3 +206,52 @@ def test_misaligned_tensors_in_a_group_get_buffers_of_their_own(tmp_path) -> Non
     got = dict(ChunkedLoader(path, "cpu"))
     for name, t in want.items():
         assert same_bytes(got[name], t), name
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_rows_in_place_hands_out_the_full_shape_rows_at_their_offset(tmp_path, chunk: int) -> None:
+    """Only the rows cross, they land at their own rows of a full-shaped tensor, every other byte is the
+    poison (never the file's bytes, never stale memory), and whole tensors are untouched."""
+    from cc_runtime.loading.loader import POISON
+
+    want = make_checkpoint(str(tmp_path), "dense", files=2)
+    rows = {"model.layers.1.mlp.gate_up_proj.weight": (160, 320), "model.embed_tokens.weight": (0, 48),
+            "model.layers.0.self_attn.qkv.weight": (64, 129), "model.norm.weight": (5, 5)}
+    whole = ChunkedLoader(str(tmp_path), CpuTransport(), chunk_bytes=chunk)
+    tr = CpuTransport()
+    loader = ChunkedLoader(str(tmp_path), tr, rows=rows, rows_in_place=True, chunk_bytes=chunk)
+    got = dict(loader)
+    assert set(got) == set(want)
+    for name, t in want.items():
+        g = got[name]
+        assert g.dtype == t.dtype and tuple(g.shape) == tuple(t.shape), name
+        if name not in rows:
+            assert same_bytes(g, t), name
+            continue
+        a, b = rows[name]
+        assert same_bytes(g[a:b], t[a:b]), name
+        outside = torch.cat([g[:a].reshape(-1), g[b:].reshape(-1)]).view(torch.uint8)
+        assert outside.numel() and bool((outside == POISON).all()), name
+    row_bytes = {n: want[n].numel() * want[n].element_size() // want[n].shape[0] for n in rows}
+    saved = sum((want[n].shape[0] - (b - a)) * row_bytes[n] for n, (a, b) in rows.items())
+    assert loader.nbytes == whole.nbytes - saved
+    assert tr.stats["bytes_h2d"] == loader.nbytes  # the poisoned rows never crossed
+    assert tr.stats["h2d"] == len(loader.plan.chunks) <= loader.plan.crossing_bound()
+
+
+def test_rows_in_place_on_the_simulated_device_moves_fewer_bytes(tmp_path) -> None:
+    want = make_checkpoint(str(tmp_path), "dense", files=1)
+    name = "model.layers.2.mlp.gate_up_proj.weight"
+    full = want[name].numel() * want[name].element_size()
+    with SimDevice("h100") as sim:
+        loader = ChunkedLoader(str(tmp_path), SimTransport(sim), rows={name: (0, 160)}, rows_in_place=True,
+                               chunk_bytes=4096)
+        got = {n: t.clone() for n, t in loader}
+        sim.synchronize()
+        assert sim.stats["bytes_h2d"] == loader.nbytes == sum(
+            t.numel() * t.element_size() for t in want.values()) - full // 2
+    assert same_bytes(got[name][:160], want[name][:160])
+    assert bool((got[name][160:].view(torch.uint8) == 0xA5).all())
+    for n, t in want.items():
+        if n != name:
+            assert same_bytes(got[n], t), n

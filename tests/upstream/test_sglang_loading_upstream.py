@@ -289,3 +289,134 @@ def test_real_llama_load_weights_byte_identical_to_upstream(tmp_path, patched: A
     for name, p in model.named_parameters():
         assert same_bytes(p.data, ref[name].data), name
         assert not torch.equal(p.data.view(torch.uint8), torch.full_like(p.data.view(torch.uint8), 0xA5)), name
+
+
+# -- tensor parallelism: world size 2, both ranks, in one process ------------------------------------------
+def _tp_group(rank: int) -> Any:
+    """A TP group as the layers read it: rank and size (its communicators are never used by loading)."""
+    import types
+
+    return types.SimpleNamespace(rank_in_group=rank, world_size=2, cpu_group=None, device_group=None)
+
+
+@pytest.fixture
+def tp_rank(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``with tp_rank(r):`` builds and loads as rank ``r`` of 2. 0.5.2x: the runtime context's scoped
+    override (the layers build their shards from it); 0.5.12: SGLang's TP getters, where the layers
+    and models imported them."""
+    import contextlib
+    import sys
+
+    @contextlib.contextmanager
+    def scope(rank: int) -> Any:
+        try:
+            from sglang.srt.runtime_context import get_parallel
+        except ImportError:
+            get_parallel = None
+        if get_parallel is not None:
+            g = _tp_group(rank)
+            with get_parallel().override(tp_size=2, tp_rank=rank, tp_group=g, attn_tp_size=2, attn_tp_rank=rank,
+                                         attn_tp_group=g, moe_tp_size=2):
+                yield
+            return
+        getters = {"get_tensor_model_parallel_world_size": 2, "get_tensor_model_parallel_rank": rank,
+                   "get_attention_tp_size": 2, "get_attention_tp_rank": rank, "get_attention_dp_size": 1,
+                   "get_attention_dp_rank": 0, "get_local_attention_dp_size": 1, "get_local_attention_dp_rank": 0}
+        with pytest.MonkeyPatch.context() as mp:
+            for mod in list(sys.modules.values()):
+                if getattr(mod, "__name__", "").startswith("sglang.srt."):
+                    for getter, value in getters.items():
+                        if hasattr(mod, getter):
+                            mp.setattr(mod, getter, lambda value=value: value)
+            yield
+
+    return scope
+
+
+# Column-parallel (q/k/v, gate/up) and vocab-parallel (embedding, lm_head) shards are dim-0 rows.
+ROW_READ = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "embed_tokens", "lm_head")
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_tensor_parallel_rank_reads_only_its_rows_and_loads_byte_identical(tmp_path, patched: Any, sim: Any,
+                                                                          llama_factory: Any, tp_rank: Any,
+                                                                          rank: int) -> None:
+    """SGLang's real LlamaForCausalLM built as rank ``rank`` of TP=2, loaded through the real
+    DefaultModelLoader._get_all_weights (traced, then row-read) and through upstream's iterator: every
+    parameter byte-identical, the column/vocab-parallel tensors read as rows, fewer bytes crossed."""
+    import types
+
+    from sglang.srt.configs.load_config import LoadConfig
+    from sglang.srt.model_loader.loader import DefaultModelLoader
+
+    from cc_runtime.loading.header import read_header
+    from cc_runtime.patches import sglang_loading as sl
+    from cc_runtime.patches import sglang_loading_rows as rows_mod
+
+    wu = patched
+    config, build = llama_factory
+    _llama_checkpoint(str(tmp_path), config)
+    files = _files(str(tmp_path))
+    total = sum(t.nbytes for f in files for t in read_header(f).tensors)
+    with tp_rank(rank):
+        assert rows_mod.tp_size() == 2
+        reference = build()
+        assert reference.model.layers[0].mlp.gate_up_proj.weight.shape[0] == config.intermediate_size  # sharded
+        reference.load_weights(wu.safetensors_weights_iterator.__wrapped__(files))
+        model = build()
+        loader = DefaultModelLoader(LoadConfig())
+        model_config = types.SimpleNamespace(model_path=str(tmp_path), revision=None, hf_config=config)
+        before = sim.stats["bytes_h2d"]
+        weights = loader._get_all_weights(model_config, model)
+        for p in model.parameters():  # the trace ran above and must have written nothing
+            assert bool((p.data.view(torch.uint8) == 0xA5).all())
+        DefaultModelLoader.load_weights_and_postprocess(model, weights, torch.device("cpu"))
+        crossed = sim.stats["bytes_h2d"] - before
+    assert sl.LAST[-1][0] == "cc_runtime" and "row-read" in sl.LAST[-1][1], sl.LAST[-1]
+    ref = dict(reference.named_parameters())
+    for name, p in model.named_parameters():
+        assert same_bytes(p.data, ref[name].data), name
+    split = rows_mod.LAST_SPLIT
+    n_row_read = sum(1 for n in read_header(files[0]).tensors + read_header(files[1]).tensors
+                     if any(k in n.name for k in ROW_READ))
+    assert split["rows"] == n_row_read, split
+    assert split["row_bytes"] * 2 == split["row_full_bytes"]  # half of each of those tensors
+    assert crossed == total - split["row_bytes"] < total
+
+
+def test_tensor_parallel_trace_failure_reads_everything_whole(tmp_path, patched: Any, sim: Any,
+                                                              llama_factory: Any, tp_rank: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load_weights that reads a tensor's values while traced: nothing is row-read, all is correct."""
+    import types
+
+    from sglang.srt.configs.load_config import LoadConfig
+    from sglang.srt.model_loader.loader import DefaultModelLoader
+
+    from cc_runtime.patches import sglang_loading as sl
+
+    wu = patched
+    config, build = llama_factory
+    _llama_checkpoint(str(tmp_path), config)
+    files = _files(str(tmp_path))
+    with tp_rank(1):
+        reference = build()
+        reference.load_weights(wu.safetensors_weights_iterator.__wrapped__(files))
+        model = build()
+        real = model.load_weights
+
+        def peeking(weights: Any) -> Any:
+            def peek() -> Any:
+                for name, w in weights:
+                    float(w.reshape(-1)[0])  # a value read: untraceable
+                    yield name, w
+            return real(peek())
+
+        monkeypatch.setattr(model, "load_weights", peeking)
+        model_config = types.SimpleNamespace(model_path=str(tmp_path), revision=None, hf_config=config)
+        weights = DefaultModelLoader(LoadConfig())._get_all_weights(model_config, model)
+        DefaultModelLoader.load_weights_and_postprocess(model, weights, torch.device("cpu"))
+    assert sl.LAST[-1][0] == "cc_runtime" and "row-read" not in sl.LAST[-1][1], sl.LAST[-1]
+    ref = dict(reference.named_parameters())
+    for name, p in model.named_parameters():
+        assert same_bytes(p.data, ref[name].data), name
