@@ -313,6 +313,12 @@ for _v in (
         "Chunk size of `cc_runtime.loading` (and the SGLang loading patch under CC): checkpoint bytes cross "
         "to the GPU in copies of this size; pinned host memory used is 2 chunks, device staging 2 chunks.",
         number(1, LOAD_CHUNK_MB_MAX, f"integer MiB, 1..{LOAD_CHUNK_MB_MAX}", integer=True)),
+    Var("CC_RUNTIME_LOAD_TP_ROWS", "auto", "auto|on|off",
+        "With tensor parallelism under the SGLang loading patch, whether each rank reads only the dim-0 rows "
+        "it keeps (found by tracing the model's own `load_weights`). `auto`: only for model classes whose "
+        "row-read load a test proves byte-identical to upstream's (`LlamaForCausalLM`); `on`: every model "
+        "the trace accepts; `off`: every tensor crosses whole, as upstream.",
+        choice("auto", "on", "off")),
     Var("CC_RUNTIME_STATUS_DIR", "", _STATUS_DIR_ALLOWED,
         "Each process in which cc_runtime is active (CC on, forced or emulated) writes `<pid>.json` "
         "here: its CC decision, every patch's status and warnings such as a user-set upstream switch "

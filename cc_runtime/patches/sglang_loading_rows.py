@@ -64,12 +64,38 @@ def trace_all_weights(local: Any, applicable: Callable[[], bool]) -> Callable[..
         if type(instance).__name__ != "DefaultModelLoader" or tp_size() <= 1 or not applicable():
             return wrapped(*args, **kwargs)
         model = kwargs.get("model", args[1] if len(args) > 1 else None)
+        if not wanted_for(model):
+            return wrapped(*args, **kwargs)
         found = _discover(local, model, lambda: wrapped(*args, **kwargs))
         if found is None:
             return wrapped(*args, **kwargs)
         return _with_rows(local, wrapped(*args, **kwargs), found)
 
     return wrapper
+
+
+#: Model classes whose tensor-parallel row-read load a test proves byte-identical to upstream's, on
+#: every SGLang version the patch covers (tests/upstream/test_sglang_loading_upstream.py). The trace
+#: checks a ``weight_loader`` once, before the real load; the real load is not checked again, so a
+#: class not proven here reads whole tensors unless ``CC_RUNTIME_LOAD_TP_ROWS=on``.
+VERIFIED_MODELS = frozenset({"LlamaForCausalLM"})
+
+
+def wanted_for(model: Any) -> bool:
+    """Whether ``CC_RUNTIME_LOAD_TP_ROWS`` lets this model's rank read rows (logged once when not)."""
+    from .. import settings
+
+    mode = settings.get("CC_RUNTIME_LOAD_TP_ROWS")
+    kind = type(model).__name__
+    if mode == "off":
+        _log_once("cc_runtime: tensor-parallel rows: off (CC_RUNTIME_LOAD_TP_ROWS=off); every tensor is read whole")
+        return False
+    if mode == "auto" and kind not in VERIFIED_MODELS:
+        _log_once("cc_runtime: tensor-parallel rows: %s is not among the model classes proven byte-identical "
+                  "(%s); every tensor is read whole (CC_RUNTIME_LOAD_TP_ROWS=on reads rows for it)", kind,
+                  ", ".join(sorted(VERIFIED_MODELS)))
+        return False
+    return True
 
 
 def _discover(local: Any, model: Any, weights: Callable[[], Any]) -> dict[Any, Any] | None:

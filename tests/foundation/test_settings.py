@@ -150,6 +150,8 @@ def _documented(name, value):
         return value in ("auto", "0", "1")
     if name == "CC_RUNTIME_PREFLIGHT":
         return value in ("auto", "off", "warn", "require")
+    if name == "CC_RUNTIME_LOAD_TP_ROWS":
+        return value in ("auto", "on", "off")
     if name == "CC_RUNTIME_TIMER":
         return value in ("auto", "globaltimer", "cuda_event")
     if name == "CC_RUNTIME_LOG_LEVEL":

@@ -4,10 +4,9 @@ Real: SGLang's ``weight_utils`` iterators (``safetensors_weights_iterator``, the
 and buffered variants), ``DefaultModelLoader`` / ``LayeredModelLoader`` instances and SGLang's own
 ``default_weight_loader``; cc_runtime's patch manager applies and reverts the patch.
 Stand-ins: the "device" is the emulator's simulated device (no CUDA here), given to the patch through
-``DEVICE_FOR_TESTS``. A real SGLang model class (``LlamaForCausalLM`` with the tiny config) is not
-built here: 0.5.23 needs its runtime context published from full server arguments and an initialised
-process group before any layer can be constructed, which a CPU-only test cannot do faithfully; so the
-iterators are tested alone, with SGLang's ``default_weight_loader`` as the consumer.
+``DEVICE_FOR_TESTS``. SGLang's real ``LlamaForCausalLM`` (tiny config) is built on CPU, at world size 1
+and as both ranks of tensor-parallel size 2 in one process (the TP group is a rank/size stand-in: loading
+never communicates).
 """
 
 from __future__ import annotations
@@ -417,6 +416,40 @@ def test_tensor_parallel_trace_failure_reads_everything_whole(tmp_path, patched:
         weights = DefaultModelLoader(LoadConfig())._get_all_weights(model_config, model)
         DefaultModelLoader.load_weights_and_postprocess(model, weights, torch.device("cpu"))
     assert sl.LAST[-1][0] == "cc_runtime" and "row-read" not in sl.LAST[-1][1], sl.LAST[-1]
+    ref = dict(reference.named_parameters())
+    for name, p in model.named_parameters():
+        assert same_bytes(p.data, ref[name].data), name
+
+
+@pytest.mark.parametrize(("mode", "verified", "row_read"), [("off", True, False), ("auto", False, False),
+                                                          ("on", False, True), ("auto", True, True)])
+def test_tensor_parallel_rows_follow_the_setting(tmp_path, patched: Any, sim: Any, llama_factory: Any, tp_rank: Any,
+                                                 monkeypatch: pytest.MonkeyPatch, mode: str, verified: bool,
+                                                 row_read: bool) -> None:
+    """CC_RUNTIME_LOAD_TP_ROWS: ``auto`` reads rows only for model classes proven here, ``on`` for any
+    traced model, ``off`` never; the load is byte-identical every way."""
+    import types
+
+    from sglang.srt.configs.load_config import LoadConfig
+    from sglang.srt.model_loader.loader import DefaultModelLoader
+
+    from cc_runtime.patches import sglang_loading as sl
+    from cc_runtime.patches import sglang_loading_rows as rows_mod
+
+    monkeypatch.setenv("CC_RUNTIME_LOAD_TP_ROWS", mode)
+    monkeypatch.setattr(rows_mod, "VERIFIED_MODELS", frozenset({"LlamaForCausalLM"} if verified else ()))
+    wu = patched
+    config, build = llama_factory
+    _llama_checkpoint(str(tmp_path), config)
+    files = _files(str(tmp_path))
+    with tp_rank(1):
+        reference = build()
+        reference.load_weights(wu.safetensors_weights_iterator.__wrapped__(files))
+        model = build()
+        model_config = types.SimpleNamespace(model_path=str(tmp_path), revision=None, hf_config=config)
+        weights = DefaultModelLoader(LoadConfig())._get_all_weights(model_config, model)
+        DefaultModelLoader.load_weights_and_postprocess(model, weights, torch.device("cpu"))
+    assert sl.LAST[-1][0] == "cc_runtime" and ("row-read" in sl.LAST[-1][1]) is row_read, sl.LAST[-1]
     ref = dict(reference.named_parameters())
     for name, p in model.named_parameters():
         assert same_bytes(p.data, ref[name].data), name
