@@ -68,6 +68,11 @@ def standin_iterator(files: list[str]) -> Iterator[tuple[str, Any]]:
 ITERATORS = ("upstream", "multi_thread", "buffered", "cc_runtime")
 
 
+def file_tensors(folder: str) -> Iterator[tuple[str, Any]]:
+    """Every tensor of the checkpoint as a CPU tensor (views of the mapped files; clone to keep)."""
+    return standin_iterator(resolve_files(folder))
+
+
 def iterator_for(arm: str, folder: str, device: Any, sim: Any, chunk_bytes: int) -> tuple[Iterator[Any], str, Any]:
     """(iterator, label, loader or None) for one arm."""
     files = resolve_files(folder)
