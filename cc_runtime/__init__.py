@@ -7,8 +7,9 @@ inductor as they are imported, and sets ``CC_RUNTIME_BOOTSTRAP=1`` so spawned Py
 patched too. Off CC it changes nothing (no patch, no exported variable); with an invalid setting it
 prints one line and changes nothing at all.
 
-Kept cheap on purpose: off CC this imports only ``cc_runtime.settings`` and ``cc_runtime.runtime``
-(and ``detect`` with nvidia-ml-py when NVML must be asked); everything else loads on first use.
+Kept cheap on purpose: off CC this imports only ``cc_runtime.settings`` (with its value checks,
+``settings_checks``) and ``cc_runtime.runtime`` (and ``detect`` with nvidia-ml-py when NVML must be
+asked); everything else loads on first use.
 """
 
 from __future__ import annotations

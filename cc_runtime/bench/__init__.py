@@ -150,7 +150,7 @@ def main_bench(args: argparse.Namespace) -> int:
             return 2
     from ..settings import VARS, SettingsError
 
-    try:  # the same check as CC_RUNTIME_EMULATE, in one place (cc_runtime.settings.emulate_profile)
+    try:  # the same check as CC_RUNTIME_EMULATE, in one place (cc_runtime.settings_checks.emulate_profile)
         if VARS["CC_RUNTIME_EMULATE"].parse("--emulate", args.emulate) is None:
             raise SettingsError("--emulate", args.emulate, "h100 | b300 | /path/profile.json",
                                 "the emulated arms need a CC profile")

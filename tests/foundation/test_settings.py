@@ -57,12 +57,13 @@ def test_readme_table_lists_every_variable():
         assert f"`{name}`" in table
 
 
-def test_settings_module_is_stdlib_only():
+@pytest.mark.parametrize("module", ["settings", "settings_checks"])
+def test_settings_module_is_stdlib_only(module):
     import ast
     import sys
     from pathlib import Path
 
-    tree = ast.parse(Path(settings.__file__).read_text())
+    tree = ast.parse((Path(settings.__file__).parent / f"{module}.py").read_text())
     imported = {n.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for n in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
