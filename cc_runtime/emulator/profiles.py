@@ -233,6 +233,7 @@ _B300_OFF_BW_GUESS = 55e9
 B300 = Profile(
     name="b300",
     h2d_fixed_s=330e-6,
+    pageable_h2d_fixed_s=330e-6,
     h2d_bandwidth_Bps=0.203 * _B300_OFF_BW_GUESS,
     d2h_bandwidth_Bps=0.211 * _B300_OFF_BW_GUESS,
     pageable_h2d_bandwidth_Bps=0.203 * _B300_OFF_BW_GUESS * 2.7 / 3.04,
@@ -247,7 +248,9 @@ B300 = Profile(
         "d2h_fixed_s": "guess (H100's 19.7 us)",
         "h2d_bandwidth_Bps": f"{_PHALA}: 0.203x of CC-off; CC-off 55 GB/s is a guess",
         "d2h_bandwidth_Bps": f"{_PHALA}: 0.211x of CC-off; CC-off 55 GB/s is a guess",
-        "pageable_h2d_fixed_s": "guess (H100's 36.8 us)",
+        "pageable_h2d_fixed_s": "no figure; at least h2d_fixed_s (330 us): a pageable copy is staged through a "
+                                "pinned buffer, then crosses as a pinned copy does (H100's 36.8 us, used before, "
+                                "made a pageable crossing 9x cheaper than a pinned one)",
         "pageable_d2h_fixed_s": "guess (H100's 46.9 us)",
         "pageable_h2d_bandwidth_Bps": "guess: pinned B300 bandwidth x the H100 pageable/pinned ratio (2.7/3.04)",
         "pageable_d2h_bandwidth_Bps": "guess: pinned B300 bandwidth x the H100 pageable/pinned ratio (2.7/2.96)",

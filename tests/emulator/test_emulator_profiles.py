@@ -125,3 +125,14 @@ def test_calibration_metadata_is_accepted_and_kept(tmp_path) -> None:
     p = load_profile(str(path))
     assert p.provenance["gpu"] == "NVIDIA H200" and p.spread["h2d_fixed_s"]["n"] == 5
     assert p == load_profile("h100").__class__(**{**load_profile("h100").as_dict(), "name": "cal"})
+
+
+def test_a_pageable_copy_never_costs_less_than_a_pinned_one() -> None:
+    """A pageable copy is staged through a pinned buffer and then crosses as a pinned copy does, so every
+    built-in profile's pageable line is at or above its pinned line (a cheaper pageable line made
+    per-tensor pageable loads look faster than pinned chunks under B300)."""
+    for name in ("off", "h100", "h200", "b200", "b300"):
+        p = load_profile(name)
+        assert p.pageable_h2d_fixed_s >= p.h2d_fixed_s and p.pageable_d2h_fixed_s >= p.d2h_fixed_s, name
+        assert p.pageable_h2d_bandwidth_Bps <= p.h2d_bandwidth_Bps, name
+        assert p.pageable_d2h_bandwidth_Bps <= p.d2h_bandwidth_Bps, name
