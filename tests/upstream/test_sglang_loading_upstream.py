@@ -383,25 +383,43 @@ def test_tensor_parallel_rank_reads_only_its_rows_and_loads_byte_identical(tmp_p
     assert crossed == total - split["row_bytes"] < total
 
 
-def test_tensor_parallel_trace_failure_reads_everything_whole(tmp_path, patched: Any, sim: Any,
-                                                              llama_factory: Any, tp_rank: Any,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """A load_weights that reads a tensor's values while traced: nothing is row-read, all is correct."""
+def _load_as_rank(tmp_path: Any, wu: Any, llama_factory: Any, tp_rank: Any, rank: int,
+                  patch_model: Any = None) -> tuple[Any, Any]:
+    """(reference, model) for rank ``rank`` of TP=2: the reference loaded by upstream's iterator, the
+    model through the real ``DefaultModelLoader._get_all_weights`` path (``patch_model`` may alter it first)."""
     import types
 
     from sglang.srt.configs.load_config import LoadConfig
     from sglang.srt.model_loader.loader import DefaultModelLoader
 
-    from cc_runtime.patches import sglang_loading as sl
-
-    wu = patched
     config, build = llama_factory
     _llama_checkpoint(str(tmp_path), config)
     files = _files(str(tmp_path))
-    with tp_rank(1):
+    with tp_rank(rank):
         reference = build()
         reference.load_weights(wu.safetensors_weights_iterator.__wrapped__(files))
         model = build()
+        if patch_model is not None:
+            patch_model(model)
+        model_config = types.SimpleNamespace(model_path=str(tmp_path), revision=None, hf_config=config)
+        weights = DefaultModelLoader(LoadConfig())._get_all_weights(model_config, model)
+        DefaultModelLoader.load_weights_and_postprocess(model, weights, torch.device("cpu"))
+    return reference, model
+
+
+def _assert_identical(reference: Any, model: Any) -> None:
+    ref = dict(reference.named_parameters())
+    for name, p in model.named_parameters():
+        assert same_bytes(p.data, ref[name].data), name
+
+
+def test_tensor_parallel_trace_failure_reads_everything_whole(tmp_path, patched: Any, sim: Any,
+                                                              llama_factory: Any, tp_rank: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load_weights that reads a tensor's values while traced: nothing is row-read, all is correct."""
+    from cc_runtime.patches import sglang_loading as sl
+
+    def peek_values(model: Any) -> None:
         real = model.load_weights
 
         def peeking(weights: Any) -> Any:
@@ -412,13 +430,10 @@ def test_tensor_parallel_trace_failure_reads_everything_whole(tmp_path, patched:
             return real(peek())
 
         monkeypatch.setattr(model, "load_weights", peeking)
-        model_config = types.SimpleNamespace(model_path=str(tmp_path), revision=None, hf_config=config)
-        weights = DefaultModelLoader(LoadConfig())._get_all_weights(model_config, model)
-        DefaultModelLoader.load_weights_and_postprocess(model, weights, torch.device("cpu"))
+
+    reference, model = _load_as_rank(tmp_path, patched, llama_factory, tp_rank, 1, peek_values)
     assert sl.LAST[-1][0] == "cc_runtime" and "row-read" not in sl.LAST[-1][1], sl.LAST[-1]
-    ref = dict(reference.named_parameters())
-    for name, p in model.named_parameters():
-        assert same_bytes(p.data, ref[name].data), name
+    _assert_identical(reference, model)
 
 
 @pytest.mark.parametrize(("mode", "verified", "row_read"), [("off", True, False), ("auto", False, False),
@@ -428,28 +443,11 @@ def test_tensor_parallel_rows_follow_the_setting(tmp_path, patched: Any, sim: An
                                                  row_read: bool) -> None:
     """CC_RUNTIME_LOAD_TP_ROWS: ``auto`` reads rows only for model classes proven here, ``on`` for any
     traced model, ``off`` never; the load is byte-identical every way."""
-    import types
-
-    from sglang.srt.configs.load_config import LoadConfig
-    from sglang.srt.model_loader.loader import DefaultModelLoader
-
     from cc_runtime.patches import sglang_loading as sl
     from cc_runtime.patches import sglang_loading_rows as rows_mod
 
     monkeypatch.setenv("CC_RUNTIME_LOAD_TP_ROWS", mode)
     monkeypatch.setattr(rows_mod, "VERIFIED_MODELS", frozenset({"LlamaForCausalLM"} if verified else ()))
-    wu = patched
-    config, build = llama_factory
-    _llama_checkpoint(str(tmp_path), config)
-    files = _files(str(tmp_path))
-    with tp_rank(1):
-        reference = build()
-        reference.load_weights(wu.safetensors_weights_iterator.__wrapped__(files))
-        model = build()
-        model_config = types.SimpleNamespace(model_path=str(tmp_path), revision=None, hf_config=config)
-        weights = DefaultModelLoader(LoadConfig())._get_all_weights(model_config, model)
-        DefaultModelLoader.load_weights_and_postprocess(model, weights, torch.device("cpu"))
+    reference, model = _load_as_rank(tmp_path, patched, llama_factory, tp_rank, 1)
     assert sl.LAST[-1][0] == "cc_runtime" and ("row-read" in sl.LAST[-1][1]) is row_read, sl.LAST[-1]
-    ref = dict(reference.named_parameters())
-    for name, p in model.named_parameters():
-        assert same_bytes(p.data, ref[name].data), name
+    _assert_identical(reference, model)
