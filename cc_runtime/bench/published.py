@@ -224,6 +224,10 @@ _ESTIMATORS = {"small_copy": "min", "small_crossing": "min", "launch_extra": "mi
 _SUITE_REPS = {True: 3, False: 5}
 
 
+def _estimator(fig: dict[str, Any]) -> str:
+    return _ESTIMATORS.get(fig["bench"].partition(":")[0], "median")
+
+
 def _row(fig: dict[str, Any], per_rep: list[float | None], values: list[float], extra: dict[str, Any]) -> dict[str, Any]:
     estimates = [e for e in per_rep if e is not None]
     base = {"id": fig["id"], "profile": fig["profile"], "published": fig["value"], "unit": fig["unit"],
@@ -237,7 +241,7 @@ def _row(fig: dict[str, Any], per_rep: list[float | None], values: list[float], 
     return {**base, "published_range": fig.get("range"), "measured": got,
             "measured_by_suite_rep": spread(estimates), "measured_spread": spread(values),
             "rel_error": rel_error(got, fig), "found_in": fig["found_in"],
-            "estimator": _ESTIMATORS.get(fig["bench"].partition(":")[0], "median"),
+            "estimator": _estimator(fig),
             **({"why_not_in_max": fig["why_not_in_max"]} if not fig["in_max"] else {}), **extra}
 
 
@@ -265,7 +269,7 @@ def run_published(ctx: BenchContext) -> BenchResult:
     for _ in range(_SUITE_REPS[bool(ctx.quick)]):
         for fig in figures:
             got, extras[fig["id"]] = _measure(fig, load_profile(fig["profile"]), ctx.seed, ctx.quick)
-            estimates[fig["id"]].append(pick[_ESTIMATORS.get(fig["bench"].partition(":")[0], "median")](got)
+            estimates[fig["id"]].append(pick[_estimator(fig)](got)
                                         if got else None)
             values[fig["id"]].extend(got)
     rows = [_row(f, estimates[f["id"]], values[f["id"]], extras[f["id"]]) for f in figures]
