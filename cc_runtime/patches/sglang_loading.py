@@ -35,7 +35,9 @@ QKV shards, vocab-parallel embedding and LM head) crosses as those rows only, ha
 shape with the rows in place and the rest poisoned, so the same ``weight_loader`` narrows the same
 rows. Every other tensor crosses whole, as upstream: row-parallel weights (split along dim 1),
 replicated tensors, fused checkpoint tensors split several times, and everything when the trace
-fails (one log line). Verified byte-identical to upstream on SGLang's real Llama at TP=2, both ranks.
+fails (one log line). Verified byte-identical to upstream on SGLang's real Llama at TP=2, both ranks;
+so ``CC_RUNTIME_LOAD_TP_ROWS=auto`` (the default) reads rows only for model classes proven that way
+(``sglang_loading_rows.VERIFIED_MODELS``), ``on`` for every traced model, ``off`` never.
 
 Related upstream: none (no engine has a CC-aware loader; fastsafetensors' GPUDirect Storage is
 unavailable under CC).
